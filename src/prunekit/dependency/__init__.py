@@ -1,0 +1,7 @@
+"""Channel coupling: which slices of which tensors must be removed together."""
+
+from prunekit.dependency.coupling import register_elementwise
+from prunekit.dependency.graph import DependencyGraph, build_graph
+from prunekit.dependency.groups import ChannelGroup, PruningPlan, Slot
+
+__all__ = ["ChannelGroup", "DependencyGraph", "PruningPlan", "Slot", "build_graph", "register_elementwise"]

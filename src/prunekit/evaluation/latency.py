@@ -1,0 +1,245 @@
+"""Inference latency as prunekit reports it: ONNX Runtime (the deploy runtime) and PyTorch eager.
+
+Machines drift: turbo clocks, other tenants, thermal throttling. Timing model A for a minute
+and then model B for a minute measures the drift as much as the models. So every model is
+measured in ONE process, ALTERNATING: each round runs one timed inference of every model, and
+the order flips each round so no model always goes first (or always runs on a warm cache
+right after the other). Medians over many runs resist the remaining outliers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunekit.errors import InvalidParameterError, SourceError
+
+Timings = dict[str, dict[int, dict[str, float]]]
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads excluded), for intra-op threads.
+
+    Read from ``/proc/cpuinfo`` (distinct ``physical id``/``core id`` pairs) and capped by the
+    process's CPU affinity; falls back to ``os.cpu_count()`` where that file is missing.
+    """
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return max(1, allowed)
+    cores, physical = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            physical = value.strip()
+        elif key.strip() == "core id":
+            cores.add((physical, value.strip()))
+    return max(1, min(len(cores) or allowed, allowed))
+
+
+def alternating_timings(runners: Mapping[str, Callable[[], Any]], *, warmup: int, runs: int,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Time each runner ``runs`` times, interleaved, flipping the order every round.
+
+    Round ``r`` calls the runners in their given order when ``r`` is even and in reverse when
+    odd. ``warmup`` untimed rounds, alternated the same way, come first.
+
+    Returns
+    -------
+    dict[str, list[float]]
+        Per runner, ``runs`` durations in seconds.
+    """
+    _check_counts(warmup=warmup, runs=runs)
+    names = list(runners)
+    forward, backward = names, names[::-1]
+    for round_ in range(warmup):
+        for name in forward if round_ % 2 == 0 else backward:
+            runners[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(runs):
+        for name in forward if round_ % 2 == 0 else backward:
+            start = clock()
+            runners[name]()
+            times[name].append(clock() - start)
+    return times
+
+
+def summarize(seconds: Sequence[float], *, batch_size: int) -> dict[str, float]:
+    """``p50_ms``, ``p95_ms``, ``mean_ms``, ``throughput_per_s`` (samples/s at the median), ``runs``."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    p50 = float(np.percentile(ms, 50))
+    return {
+        "p50_ms": p50,
+        "p95_ms": float(np.percentile(ms, 95)),
+        "mean_ms": float(ms.mean()),
+        "throughput_per_s": batch_size * 1e3 / p50 if p50 > 0 else float("inf"),
+        "runs": len(ms),
+    }
+
+
+def onnx_latency(models: Mapping[str, str | Path], *, input_shape: Sequence[int],
+                 batch_sizes: Sequence[int] = (1, 32), warmup: int = 10, runs: int = 50,
+                 threads: int | None = None, seed: int = 0,
+                 make_session: Callable[[str, Any], Any] | None = None) -> Timings:
+    """ONNX Runtime CPU latency of several models, measured together and alternating.
+
+    Parameters
+    ----------
+    models : dict[str, path]
+        Name -> ONNX file. Each graph's first input gets the batch; it needs a dynamic batch
+        axis for batch sizes other than its exported one.
+    input_shape : sequence of int
+        Shape of ONE sample, without the batch dimension (e.g. ``(1, 8, 8)``).
+    batch_sizes, warmup, runs
+        Every batch size is measured with ``warmup`` untimed and ``runs`` timed rounds.
+    threads : int, optional
+        ``intra_op_num_threads``; default :func:`physical_cores`. ``inter_op`` is 1 and the
+        execution mode sequential, the same for every session.
+    seed : int
+        Seed of the random input batch (the same batch for every model).
+    make_session : callable, optional
+        ``(path, session_options) -> session`` with ORT's ``get_inputs``/``run``; default
+        ``onnxruntime.InferenceSession`` on ``CPUExecutionProvider``. A seam for tests.
+
+    Returns
+    -------
+    dict
+        ``result[name][batch_size]`` -> :func:`summarize` of that model's runs.
+    """
+    import onnxruntime as ort
+
+    _check_models(models)
+    _check_counts(warmup=warmup, runs=runs)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads) if threads is not None else physical_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    check_files = make_session is None
+    if make_session is None:
+        def make_session(path: str, opts: Any) -> Any:
+            return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    sessions = {}
+    for name, path in models.items():
+        if check_files and not Path(path).is_file():
+            raise SourceError(f"ONNX model '{name}' at '{path}' does not exist: export it first or fix the path")
+        sessions[name] = make_session(str(path), options)
+    result: Timings = {name: {} for name in models}
+    for batch in _check_batches(batch_sizes):
+        batch_np = np.random.default_rng(seed).standard_normal((batch, *input_shape))  # (B, *input_shape)
+        runners = {}
+        for name, session in sessions.items():
+            first = session.get_inputs()[0]
+            feed = {first.name: batch_np.astype(_ORT_DTYPES.get(first.type, np.float32))}
+            _try_once(name, batch, lambda s=session, f=feed: s.run(None, f))
+            runners[name] = lambda s=session, f=feed: s.run(None, f)
+        for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs).items():
+            result[name][batch] = summarize(seconds, batch_size=batch)
+    return result
+
+
+def torch_latency(models: Mapping[str, nn.Module], *, input_shape: Sequence[int],
+                  batch_sizes: Sequence[int] = (1, 32), warmup: int = 10, runs: int = 50,
+                  threads: int | None = None, seed: int = 0) -> Timings:
+    """PyTorch eager CPU latency, measured like :func:`onnx_latency` (same result layout).
+
+    Models run in eval mode under ``torch.inference_mode``; their training flags and the
+    process's torch thread count are restored afterwards.
+    """
+    _check_models(models)
+    _check_counts(warmup=warmup, runs=runs)
+    previous_threads = torch.get_num_threads()
+    flags = {name: model.training for name, model in models.items()}
+    torch.set_num_threads(int(threads) if threads is not None else physical_cores())
+    try:
+        for model in models.values():
+            model.eval()
+        result: Timings = {name: {} for name in models}
+        for batch in _check_batches(batch_sizes):
+            generator = torch.Generator().manual_seed(seed)
+            x = torch.randn((batch, *input_shape), generator=generator)  # (B, *input_shape)
+            runners = {}
+            for name, model in models.items():
+                runners[name] = _torch_runner(model, x)
+                _try_once(name, batch, runners[name])
+            for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs).items():
+                result[name][batch] = summarize(seconds, batch_size=batch)
+        return result
+    finally:
+        torch.set_num_threads(previous_threads)
+        for name, model in models.items():
+            model.train(flags[name])
+
+
+def speedup(baseline: Mapping[str, float] | float, candidate: Mapping[str, float] | float, *,
+            stat: str = "p50_ms") -> float:
+    """How many times faster ``candidate`` is than ``baseline`` (> 1 means faster).
+
+    Each argument is a latency in ms or a :func:`summarize` dict (its ``stat`` is used).
+    """
+    base = float(baseline[stat]) if isinstance(baseline, Mapping) else float(baseline)
+    cand = float(candidate[stat]) if isinstance(candidate, Mapping) else float(candidate)
+    if cand <= 0:
+        raise InvalidParameterError(f"speedup needs a positive candidate latency. Got {cand!r} ms instead.")
+    return base / cand
+
+
+def speedups(timings: Timings, *, baseline: str, stat: str = "p50_ms") -> dict[str, dict[int, float]]:
+    """``speedup`` of every model against ``baseline`` at each batch size of a latency result."""
+    if baseline not in timings:
+        raise InvalidParameterError(
+            f"The 'baseline' parameter of speedups must be one of {sorted(timings)}. Got {baseline!r} instead."
+        )
+    return {name: {batch: speedup(timings[baseline][batch], stats, stat=stat) for batch, stats in per_batch.items()}
+            for name, per_batch in timings.items()}
+
+
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+               "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def _torch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    def run() -> Any:
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def _try_once(name: str, batch: int, run: Callable[[], Any]) -> None:
+    """Fail with the model's name before timing starts, not midway through the table."""
+    try:
+        run()
+    except Exception as exc:  # noqa: BLE001 - runtime errors of any kind become one message
+        raise InvalidParameterError(
+            f"model '{name}' failed at batch size {batch}: {type(exc).__name__}: {exc}; "
+            f"export it with a dynamic batch axis or choose other batch_sizes"
+        ) from exc
+
+
+def _check_models(models: Mapping[str, Any]) -> None:
+    if not models:
+        raise InvalidParameterError("latency needs at least one model in 'models'. Got an empty mapping.")
+
+
+def _check_batches(batch_sizes: Sequence[int]) -> list[int]:
+    batches = list(batch_sizes)
+    if not batches or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in batches):
+        raise InvalidParameterError(
+            f"The 'batch_sizes' parameter of latency must be a non-empty sequence of ints >= 1. Got {batch_sizes!r} instead."
+        )
+    return batches
+
+
+def _check_counts(*, warmup: int, runs: int) -> None:
+    if not isinstance(warmup, int) or warmup < 0:
+        raise InvalidParameterError(f"The 'warmup' parameter of latency must be an int >= 0. Got {warmup!r} instead.")
+    if not isinstance(runs, int) or runs < 1:
+        raise InvalidParameterError(f"The 'runs' parameter of latency must be an int >= 1. Got {runs!r} instead.")

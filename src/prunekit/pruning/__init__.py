@@ -1,0 +1,1 @@
+"""Pruning: allocation, surgery, masks, schedules, sensitivity and depth pruning."""

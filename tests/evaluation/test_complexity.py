@@ -188,3 +188,20 @@ def test_layer_table_rows_sum_to_totals() -> None:
     assert [r["macs"] for r in rows] == [4 * 4 * 4 * 9, 0, 64 * 2]
     assert sum(r["params"] for r in rows) == count_params(model)
     assert sum(r["macs"] for r in rows) == count_macs(model, x).total
+
+
+@pytest.mark.slow
+@pytest.mark.transformers
+def test_hugging_face_gpt2_functional_ops_are_counted() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2,
+                                     bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config)
+    length, embed, vocab = 5, 16, 50
+    report = count_macs(model, {"input_ids": torch.randint(0, vocab, (1, length))})
+    # GPT-2's Conv1D layers are torch.addmm calls; attention runs through F.scaled_dot_product_attention
+    per_layer = length * embed * (3 * embed + embed + 4 * embed + 4 * embed) + 2 * length * length * embed
+    assert report.total == 2 * per_layer + length * embed * vocab
+    assert report.per_module["transformer.h.1.attn"] == 2 * length * length * embed
+    assert report.per_module["transformer.h.0.mlp.c_fc"] == length * embed * 4 * embed

@@ -204,3 +204,25 @@ def test_bad_block_names_are_rejected():
         remove_blocks(model, ["blocks.9"])
     with pytest.raises(InvalidParameterError, match="overlapping blocks '0' and '0.1'"):
         remove_blocks(nn.Sequential(model.blocks), ["0", "0.1"])
+
+
+@pytest.mark.transformers
+def test_hf_llama_layers_are_found_and_removable():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
+    )
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    inputs = {"input_ids": torch.randint(0, 64, (1, 7)), "use_cache": False}
+    names = find_bypassable_blocks(model, inputs)
+    assert names == ["model.layers.0", "model.layers.1", "model.layers.2"]
+    small = remove_blocks(model, ["model.layers.1"], example_inputs=inputs)
+    assert _params(model) - _params(small) == _params(model.model.layers[1])
+    # a layer whose residual writes (o_proj, down_proj) are zero is exactly the identity
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        zeroed.model.layers[1].self_attn.o_proj.weight.zero_()
+        zeroed.model.layers[1].mlp.down_proj.weight.zero_()
+        torch.testing.assert_close(small(**inputs).logits, zeroed(**inputs).logits, rtol=0, atol=1e-6)

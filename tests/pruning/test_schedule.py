@@ -77,8 +77,12 @@ def test_run_schedule_calls_in_order_and_logs_the_trajectory():
         calls.append("eval")
         return {"loss": 1.0 + state["s"], "accuracy": 1.0 - state["s"]}
 
-    traj = run_schedule(Iterative(0.6, 3), prune_to=prune_to, recover=lambda: calls.append("recover"), evaluate=evaluate)
-    assert calls == ["eval"] + ["prune 0.20", "recover", "eval", "prune 0.40", "recover", "eval", "prune 0.60", "recover", "eval"]
+    def recover() -> None:
+        calls.append("recover")
+
+    traj = run_schedule(Iterative(0.6, 3), prune_to=prune_to, recover=recover, evaluate=evaluate)
+    rounds = [[f"prune {f}", "recover", "eval"] for f in ("0.20", "0.40", "0.60")]
+    assert calls == ["eval"] + [c for r in rounds for c in r]
     assert traj.baseline == {"loss": 1.0, "accuracy": 1.0}
     rows = traj.to_list()
     assert [set(r) for r in rows] == [KEYS] * 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -24,13 +25,13 @@ def analyze(
     from rich.console import Console
 
     from prunekit.evaluation.complexity import layer_table as complexity_rows
+    from prunekit.recipes.loader import validate_section
     from prunekit.recipes.schema import ModelSpec
     from prunekit.recipes.sources import load_model
     from prunekit.reporting.tables import groups_table, layer_table
 
-    spec = ModelSpec(factory=model) if ":" in model else ModelSpec(builtin=model)
-    if weights is not None:
-        spec = spec.model_copy(update={"weights": str(weights)})
+    fields = {"factory" if ":" in model else "builtin": model, "weights": str(weights) if weights else None}
+    spec = validate_section(ModelSpec, fields, source="analyze", key="model")
     net = load_model(spec).eval()
     shape = parse_shape(input_shape) if input_shape else _BUILTIN_SHAPES.get(model)
     if shape is None:
@@ -49,11 +50,8 @@ def analyze(
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """'1,1,8,8' or '1x1x8x8' -> (1, 1, 8, 8); every dimension a positive integer."""
-    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
+    compact = text.replace(" ", "")
+    shape = tuple(int(p) for p in re.split(r"[,x]", compact)) if re.fullmatch(r"\d+([,x]\d+)*", compact) else ()
     if not shape or any(d < 1 for d in shape):
         raise InvalidParameterError(f"--input-shape must be positive integers like 1,1,8,8, got {text!r}")
     return shape

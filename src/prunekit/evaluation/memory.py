@@ -10,7 +10,6 @@ its weights, the runtime's session and the activation buffers.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -38,7 +37,10 @@ if not spec["baseline"]:
 
 _LAUNCHER = r"""
 import resource, subprocess, sys
-done = subprocess.run([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+try:
+    done = subprocess.run([sys.executable, "-c", sys.argv[1], sys.argv[2]], timeout=float(sys.argv[3]))
+except subprocess.TimeoutExpired:
+    sys.exit(f"worker timed out after {sys.argv[3]} s")
 if done.returncode:
     sys.exit(done.returncode)
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
@@ -83,7 +85,7 @@ def onnx_peak_memory(path: str | Path, *, input_shape: Sequence[int], batch_size
         Each process is started ``repeat`` times and the smallest peak kept, which drops
         one-off noise from the allocator without hiding real usage.
     timeout_s : float
-        A child running longer is killed and reported.
+        A worker running longer is killed and reported as a SourceError.
 
     Raises
     ------
@@ -111,9 +113,9 @@ def _child_peak_bytes(spec: dict, timeout_s: float) -> int:
     launcher is a bare interpreter; it forks the worker and prints
     ``getrusage(RUSAGE_CHILDREN).ru_maxrss``, which then covers the worker alone.
     """
-    command = [sys.executable, "-c", _LAUNCHER, _WORKER, json.dumps(spec)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    command = [sys.executable, "-c", _LAUNCHER, _WORKER, json.dumps(spec), str(float(timeout_s))]
+    try:  # the launcher kills its worker at timeout_s; this outer limit only guards the launcher
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s + 30)
     except subprocess.TimeoutExpired:
         raise SourceError(
             f"peak memory child for '{spec['path']}' ran past timeout_s={timeout_s}: raise it or use a smaller batch"

@@ -91,9 +91,9 @@ def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
             inputs, targets = _split(batch)
             state.armed = True
             with torch.set_grad_enabled(want_grad):
-                outputs = _forward(model, inputs, _device(model))
+                outputs = run_batch(model, inputs, _device(model))
                 if want_grad:
-                    loss = loss_fn(outputs, _to(targets, _device(model)))
+                    loss = loss_fn(outputs, to_device(targets, _device(model)))
                     _backward(loss, params, needs, hutchinson_samples, generator, sums, state)
             n += 1
     finally:
@@ -223,18 +223,19 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _to(x: Any, device: torch.device) -> Any:
+def to_device(x: Any, device: torch.device) -> Any:
     if isinstance(x, torch.Tensor):
         return x.to(device)
     if isinstance(x, Mapping):
-        return {k: _to(v, device) for k, v in x.items()}
+        return {k: to_device(v, device) for k, v in x.items()}
     if isinstance(x, (tuple, list)):
-        return type(x)(_to(v, device) for v in x)
+        return type(x)(to_device(v, device) for v in x)
     return x
 
 
-def _forward(model: nn.Module, inputs: Any, device: torch.device) -> Any:
-    inputs = _to(inputs, device)
+def run_batch(model: nn.Module, inputs: Any, device: torch.device) -> Any:
+    """Call the model on a batch's inputs: tensor, tuple (positional) or dict (keywords)."""
+    inputs = to_device(inputs, device)
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, tuple):

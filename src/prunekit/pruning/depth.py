@@ -69,7 +69,9 @@ def _run(model: nn.Module, inputs: Inputs) -> Any:
         with torch.no_grad():
             return _call(model, inputs)
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
-        raise TracingError(f"The model could not run on the example inputs: {exc}. Pass inputs the forward accepts.") from exc
+        raise TracingError(
+            f"The model could not run on the example inputs: {exc}. Pass inputs the forward accepts."
+        ) from exc
     finally:
         for m, mode in modes.items():
             m.training = mode
@@ -149,7 +151,8 @@ def _check_names(model: nn.Module, names: Sequence[str], owner: str) -> None:
     known = _candidates(model)
     for name in names:
         if name not in known:
-            hint = "it is not a module" if name not in dict(model.named_modules()) else "it is not in an nn.Sequential or nn.ModuleList"
+            is_module = name in dict(model.named_modules())
+            hint = "it is not in an nn.Sequential or nn.ModuleList" if is_module else "it is not a module"
             raise InvalidParameterError(f"{owner} cannot remove block {name!r}: {hint}. Use find_bypassable_blocks().")
     for a in names:
         for b in names:

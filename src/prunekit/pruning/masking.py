@@ -145,7 +145,9 @@ def unstructured_masks(
     owner = "unstructured_masks"
     sparsity = check_ratio(sparsity, "sparsity", owner)
     if scope not in ("global", "local"):
-        raise InvalidParameterError(f"The 'scope' parameter of {owner} must be 'global' or 'local'. Got {scope!r} instead.")
+        raise InvalidParameterError(
+            f"The 'scope' parameter of {owner} must be 'global' or 'local'. Got {scope!r} instead."
+        )
     targets = _targets(model, modules, ignore, owner)
     per_layer = {_key(q): (m, _scores_for(_key(q), m, scores, owner)) for q, m in targets.items()}
     masks: dict[str, torch.Tensor] = {}
@@ -233,7 +235,9 @@ def nm_masks(
     bad = nm_incompatible(model, m=m, modules=modules, ignore=ignore)
     if bad and on_indivisible == "error":
         key, why = next(iter(bad.items()))
-        raise InvalidParameterError(f"{owner} cannot mask {key!r} as {n}:{m}: {why}. Ignore that layer or pick another m.")
+        raise InvalidParameterError(
+            f"{owner} cannot mask {key!r} as {n}:{m}: {why}. Ignore that layer or pick another m."
+        )
     if bad:
         listed = "; ".join(f"{k} ({v})" for k, v in bad.items())
         warnings.warn(f"{owner} left {len(bad)} layer(s) dense: {listed}", PrunekitWarning, stacklevel=2)
@@ -256,7 +260,9 @@ def nm_masks(
 def _check_nm_params(n: int, m: int, owner: str) -> None:
     for name, value in (("n", n), ("m", m)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidParameterError(f"The '{name}' parameter of {owner} must be a positive int. Got {value!r} instead.")
+            raise InvalidParameterError(
+                f"The '{name}' parameter of {owner} must be a positive int. Got {value!r} instead."
+            )
     if n >= m:
         raise InvalidParameterError(f"The 'n' parameter of {owner} must be below m={m}. Got n={n} instead.")
 
@@ -297,7 +303,8 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
             raise InvalidParameterError(f"{owner} got a mask for {key!r}, which is not a tensor of the model.")
         if mask.shape != weight.shape:
             raise InvalidParameterError(
-                f"The mask for {key!r} in {owner} must have shape {tuple(weight.shape)}. Got {tuple(mask.shape)} instead."
+                f"The mask for {key!r} in {owner} must have shape {tuple(weight.shape)}. "
+                f"Got {tuple(mask.shape)} instead."
             )
         prune.custom_from_mask(module, pname, mask.to(device=weight.device, dtype=torch.bool))
     return model

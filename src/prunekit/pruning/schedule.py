@@ -31,7 +31,9 @@ class Schedule(Protocol):
 
 def _check_int(value: Any, name: str, owner: str, *, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise InvalidParameterError(f"The '{name}' parameter of {owner} must be an int >= {low}. Got {value!r} instead.")
+        raise InvalidParameterError(
+            f"The '{name}' parameter of {owner} must be an int >= {low}. Got {value!r} instead."
+        )
     return value
 
 
@@ -249,7 +251,9 @@ class Adaptive:
         )
         for name, value, ok, rule in rules:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
-                raise InvalidParameterError(f"The '{name}' parameter of Adaptive must be {rule}. Got {value!r} instead.")
+                raise InvalidParameterError(
+                    f"The '{name}' parameter of Adaptive must be {rule}. Got {value!r} instead."
+                )
         _check_int(self.max_iters, "max_iters", owner, low=1)
 
     def run(

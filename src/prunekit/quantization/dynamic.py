@@ -15,7 +15,7 @@ import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from prunekit.errors import QuantizationError
-from prunekit.quantization.spec import QuantSpec
+from prunekit.quantization.spec import QuantSpec, resolved_reduce_range
 
 DYNAMIC_OP_TYPES: tuple[str, ...] = ("MatMul", "Attention", "LSTM", "Gather")
 
@@ -39,7 +39,7 @@ def quantize_dynamic_onnx(
         )
     quantize_dynamic(
         str(model_path), str(out_path), op_types_to_quantize=list(op_types), per_channel=spec.per_channel,
-        reduce_range=spec.reduce_range, weight_type=QuantType.QInt8 if spec.weight_type == "int8" else QuantType.QUInt8,
+        reduce_range=resolved_reduce_range(spec), weight_type=QuantType.QInt8 if spec.weight_type == "int8" else QuantType.QUInt8,
         nodes_to_exclude=list(nodes_to_exclude),
     )
     onnx.checker.check_model(str(out_path))

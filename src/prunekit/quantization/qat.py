@@ -20,11 +20,11 @@ import numpy as np
 import onnx
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize, prune
 
 from prunekit.errors import InvalidParameterError, QuantizationError
 from prunekit.quantization.affine import compute_qparams, fake_quantize, qrange
-from prunekit.quantization.spec import QuantSpec
+from prunekit.quantization.spec import QuantSpec, resolved_reduce_range
 
 _QAT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -32,11 +32,10 @@ _QAT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 class FakeQuantWeight(nn.Module):
     """Parametrization ``w -> fake_quant(w * mask)``; per-channel along axis 0 or per-tensor."""
 
-    def __init__(self, mask: torch.Tensor | None, *, bits: int, symmetric: bool, per_channel: bool) -> None:
+    def __init__(self, mask: torch.Tensor | None, *, qmin: int, qmax: int, symmetric: bool, per_channel: bool) -> None:
         super().__init__()
         self.register_buffer("mask", mask)
-        self.bits, self.symmetric, self.per_channel = bits, symmetric, per_channel
-        self.qmin, self.qmax = qrange(bits, signed=True, narrow=symmetric)
+        self.qmin, self.qmax, self.symmetric, self.per_channel = qmin, qmax, symmetric, per_channel
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:  # w: (out, in, *k)
         if self.mask is not None:
@@ -100,7 +99,7 @@ def _existing_mask(module: nn.Module) -> torch.Tensor | None:
     """The mask that keeps pruned weights at zero: torch.nn.utils.prune's, else the zeros present now."""
     if hasattr(module, "weight_mask"):  # torch.nn.utils.prune reparametrization: bake it, keep its mask
         mask = module.weight_mask.detach().clone()
-        torch.nn.utils.prune.remove(module, "weight")
+        prune.remove(module, "weight")
         return mask
     weight = module.weight.detach()
     return (weight != 0).to(weight.dtype) if bool((weight == 0).any()) else None
@@ -117,6 +116,15 @@ def prepare_qat(model: nn.Module, *, spec: QuantSpec | None = None, inplace: boo
         raise InvalidParameterError(
             f"The 'method' parameter of QuantSpec must be 'minmax' or 'percentile' for QAT. Got {spec.method!r} instead."
         )
+    # the integer grid ORT will use at export, so baked weights re-quantize exactly
+    # (ORT's reduce_range symmetric int8 is [-64, 64])
+    if spec.bits == 8 and spec.symmetric and resolved_reduce_range(spec):
+        qmin, qmax = -64, 64
+    else:
+        qmin, qmax = qrange(spec.bits, signed=True, narrow=spec.symmetric)
+    for module in model.modules():
+        if hasattr(module, "weight_orig"):  # torch prune's computed weight is not a leaf and blocks deepcopy;
+            module.weight = module.weight.detach()  # its pre-hook recomputes it on the next forward anyway
     model = model if inplace else copy.deepcopy(model)
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, _QAT_TYPES)]
     if not layers:
@@ -127,7 +135,7 @@ def prepare_qat(model: nn.Module, *, spec: QuantSpec | None = None, inplace: boo
         mask = _existing_mask(module)
         parametrize.register_parametrization(
             module, "weight",
-            FakeQuantWeight(mask, bits=spec.bits, symmetric=spec.symmetric, per_channel=spec.per_channel),
+            FakeQuantWeight(mask, qmin=qmin, qmax=qmax, symmetric=spec.symmetric, per_channel=spec.per_channel),
         )
         module.input_quant = ActivationFakeQuant(bits=spec.bits, method=spec.method, percentile=spec.percentile)
         module._prunekit_qat_hook = module.register_forward_pre_hook(_input_hook)

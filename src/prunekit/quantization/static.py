@@ -21,7 +21,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from prunekit.errors import QuantizationError
 from prunekit.quantization.calibration import FeedReader, collect_activations
 from prunekit.quantization.observers import make_observer
-from prunekit.quantization.spec import QuantSpec
+from prunekit.quantization.spec import QuantSpec, resolved_reduce_range
 
 _ORT_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                 "entropy": CalibrationMethod.Entropy, "mse": CalibrationMethod.MinMax}
@@ -135,7 +135,7 @@ def quantize_static_onnx(
         str(model_path), str(out_path), FeedReader(feeds),
         quant_format=QuantFormat.QDQ if spec.format == "qdq" else QuantFormat.QOperator,
         op_types_to_quantize=list(op_types) if op_types is not None else None,
-        per_channel=spec.per_channel, reduce_range=spec.reduce_range,
+        per_channel=spec.per_channel, reduce_range=resolved_reduce_range(spec),
         activation_type=_QTYPE[spec.activation_type], weight_type=_QTYPE[spec.weight_type],
         nodes_to_exclude=list(excluded), calibrate_method=_ORT_METHODS[spec.method], extra_options=extra,
     )

@@ -15,7 +15,7 @@ import re
 import tempfile
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from prunekit.errors import RecipeError
 from prunekit.recipes.schema import Recipe
 
+SectionT = TypeVar("SectionT", bound=BaseModel)
 _INPUT_PATHS = (("model", "weights"), ("data", "npz"))  # resolved against the recipe's folder
 
 
@@ -93,10 +94,20 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Reci
     """
     if not isinstance(data, Mapping):
         raise RecipeError(f"{source}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return validate_section(Recipe, data, source=source)
+
+
+def validate_section(model: type[SectionT], data: Mapping[str, Any], *, source: str, key: str = "") -> SectionT:
+    """Validate ``data`` as one schema section (``key`` is its place in a recipe, e.g. ``"model"``).
+
+    Lets commands that build a section from flags (``prunekit analyze``) report errors exactly
+    as a recipe file would.
+    """
     try:
-        return Recipe.model_validate(dict(data))
+        return model.model_validate(dict(data))
     except ValidationError as exc:
-        errors = exc.errors()
+        prefix = tuple(key.split(".")) if key else ()
+        errors = [{**e, "loc": prefix + tuple(e["loc"])} for e in exc.errors()]
         key_path, rule = _describe(errors[0])
         more = f" (+{len(errors) - 1} more: {', '.join(_path(e['loc']) or '<top>' for e in errors[1:4])})" if len(errors) > 1 else ""
         where = f"{key_path}: " if key_path else ""

@@ -127,7 +127,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
         try:
             state: Any = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise SourceError(f"weights file '{path}' is not a valid safetensors file ({_first_line(exc)}); "
                               f"re-save it with safetensors.torch.save_file") from None
     elif suffix in _TORCH_SUFFIXES:
@@ -154,7 +154,7 @@ def _torch_load(path: Path) -> Any:
                 f"save only model.state_dict() or convert it to .safetensors"
             ) from None
         raise SourceError(f"weights file '{path}' is corrupt or not a PyTorch file (unpickling failed)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - arbitrary bytes fail anywhere in the unpickler (IndexError...)
         raise SourceError(f"weights file '{path}' is corrupt or not a PyTorch file ({_first_line(exc)})") from None
 
 
@@ -206,6 +206,8 @@ def _npz_data(spec: DataSpec, *, seed: int) -> DataBundle:
     path = Path(spec.npz)
     if not path.is_file():
         raise SourceError(f"data file '{path}' not found; check data.npz")
+    if not zipfile.is_zipfile(path):  # else np.load would try to read it as a pickle
+        raise SourceError(f"data file '{path}' is not a valid .npz (not a zip archive); save it with np.savez")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}

@@ -163,6 +163,8 @@ def _kib(value: int | None) -> float | None:
 
 def _trajectory_png(trajectory: Sequence[dict[str, Any]]) -> bytes:
     """Accuracy (left axis) and the pruned quantity (right axis) against the step."""
+    from matplotlib.ticker import MaxNLocator
+
     steps = [row.get("step", i) for i, row in enumerate(trajectory)]
     fig = _figure(6, 3.2)
     ax = fig.add_subplot(1, 1, 1)
@@ -171,12 +173,14 @@ def _trajectory_png(trajectory: Sequence[dict[str, Any]]) -> bytes:
     for key, style in zip(left, ("o-", "s--")):
         ax.plot(steps, [row.get(key) for row in trajectory], style, label=key, color=_COMPRESSED if key == "accuracy" else "#d62728")
     ax.set_ylabel(" / ".join(left))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = ax.get_lines()
     right = next((k for k in ("macs", "params", "sparsity", "ratio") if any(k in row for row in trajectory)), None)
     if right is not None:
         twin = ax.twinx()
-        twin.plot(steps, [row.get(right) for row in trajectory], "^:", color=_DENSE, label=right)
+        handles += twin.plot(steps, [row.get(right) for row in trajectory], "^:", color=_DENSE, label=right)
         twin.set_ylabel(right)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(handles=handles, loc="lower left", fontsize=8)
     fig.tight_layout()
     return _png(fig)
 

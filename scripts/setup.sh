@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install prunekit with its test and transformers extras.
+# torch 2.13.0 is pinned first because it is the CPU build; a plain "torch" would pull a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.prunekit-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch>=2.4"
+  .venv/bin/python -m pip install -q -e ".[test,transformers,bench]"
+  touch "$stamp"
+fi

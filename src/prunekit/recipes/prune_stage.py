@@ -1,0 +1,149 @@
+"""The pruning stage of a recipe: one criterion, one target, one schedule, with recovery between.
+
+Structured pruning shrinks the model (its record composes across steps); unstructured and N:M
+pruning hold masks through fine-tuning and bake them at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.data import DataBundle
+from prunekit.evaluation.complexity import count_macs, count_params
+from prunekit.pruning.surgery import SurgeryRecord
+from prunekit.recipes.schema import PruningSpec
+
+
+@dataclass
+class PruneOutcome:
+    model: nn.Module
+    record: SurgeryRecord | None  # None for mask-based pruning
+    masks: dict[str, torch.Tensor] | None
+    trajectory: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str = ""
+
+
+def _cost(model: nn.Module, example: Any, metric: str) -> float:
+    if metric == "params":
+        return float(count_params(model))
+    return float(count_macs(model, example).total)
+
+
+def _structured_step(model: nn.Module, spec: PruningSpec, example: Any, bundle: DataBundle, *,
+                     dense_cost: float, dense_units: int, fraction: float, seed: int):
+    """Prune ``model`` so that ``fraction`` of the DENSE model's metric is removed in total."""
+    from prunekit.pruning.pruner import StructuredPruner
+
+    metric = spec.target.metric
+    if metric == "channels":
+        current_units = sum(g.size for g in _graph(model, example).prunable_groups())
+        ratio = 1.0 - (1.0 - fraction) * dense_units / max(current_units, 1)
+    else:
+        ratio = 1.0 - (1.0 - fraction) * dense_cost / _cost(model, example, metric)
+    ratio = min(max(ratio, 0.0), 0.95)
+    if ratio <= 1e-6:
+        return model, None, None
+    pruner = StructuredPruner(
+        criterion=spec.criterion, ratio=ratio, target=metric, scope=spec.scope,
+        round_to=spec.round_to if spec.round_to > 1 else None, min_keep=spec.min_keep,
+        ignore=tuple(spec.ignore), per_module=dict(spec.per_layer) or None, seed=seed,
+    )
+    pruner.fit(model, example, bundle.calib)
+    pruned = pruner.transform(model)
+    return pruned, pruner.record_, pruner
+
+
+def _graph(model: nn.Module, example: Any):
+    from prunekit.dependency import build_graph
+
+    return build_graph(model, example)
+
+
+def group_table(pruner: Any) -> list[dict[str, Any]]:
+    rows = []
+    for g in pruner.graph_.groups:
+        removed = len(pruner.plan_.removed.get(g.id, ()))
+        rows.append({"group": g.id, "unit": g.unit, "units": g.size, "kept": g.size - removed,
+                     "prunable": g.prunable, "exact": g.exact, "reason": g.reason})
+    return rows
+
+
+def run_structured(model: nn.Module, spec: PruningSpec, example: Any, bundle: DataBundle, *, seed: int,
+                   recover: Callable[[nn.Module], None], evaluate: Callable[[nn.Module], dict]) -> PruneOutcome:
+    """Run the recipe's schedule with structural surgery; ``recover`` fine-tunes between steps."""
+    from prunekit.pruning.schedule import Iterative, OneShot, run_adaptive, run_schedule
+
+    metric = spec.target.metric
+    dense_cost = _cost(model, example, "params" if metric == "params" else "macs")
+    dense_units = sum(g.size for g in _graph(model, example).prunable_groups()) if metric == "channels" else 0
+    state: dict[str, Any] = {"model": model, "record": SurgeryRecord(), "groups": []}
+
+    def prune_to(fraction: float) -> None:
+        pruned, record, pruner = _structured_step(
+            state["model"], spec, example, bundle, dense_cost=dense_cost, dense_units=dense_units,
+            fraction=fraction, seed=seed)
+        if record is not None:
+            state["model"], state["record"] = pruned, state["record"].merged(record)
+            state["groups"] = group_table(pruner)
+
+    def measured() -> dict[str, Any]:
+        metrics = evaluate(state["model"])
+        m = state["model"]
+        return {**metrics, "macs": float(count_macs(m, example).total), "params": float(count_params(m))}
+
+    schedule = spec.schedule
+    if schedule.kind == "adaptive":
+        tolerance = schedule.tolerance if schedule.tolerance is not None else 0.05
+        trajectory = run_adaptive(
+            state_get=lambda: (copy.deepcopy(state["model"]), state["record"], state["groups"]),
+            state_set=lambda s: state.update(model=copy.deepcopy(s[0]), record=s[1], groups=s[2]),
+            prune_to=prune_to, recover=lambda: recover(state["model"]), evaluate=measured,
+            target=spec.target.ratio, tolerance=tolerance, initial_step=schedule.initial_step or 0.1,
+        )
+    else:
+        if schedule.kind == "oneshot":
+            plan = OneShot(spec.target.ratio)
+        else:  # iterative and cubic both prune in `steps` increments here; cubic spaces them cubically
+            plan = Iterative(spec.target.ratio, schedule.steps) if schedule.kind == "iterative" else _CubicSteps(
+                spec.target.ratio, schedule.steps)
+        trajectory = run_schedule(plan, prune_to=prune_to, recover=lambda: recover(state["model"]), evaluate=measured)
+    return PruneOutcome(state["model"], state["record"], None, trajectory.to_list(), state["groups"],
+                        trajectory.stop_reason)
+
+
+@dataclass(frozen=True)
+class _CubicSteps:
+    """Zhu & Gupta's cubic ramp sampled at ``steps`` pruning events (step i of n: t = i / n)."""
+
+    target_fraction: float
+    steps: int
+
+    def pruning_steps(self) -> list[int]:
+        return list(range(1, self.steps + 1))
+
+    def target(self, step: int) -> float:
+        from prunekit.pruning.schedule import Cubic
+
+        return Cubic(0.0, self.target_fraction, 0, self.steps, 1).target(step)
+
+
+def run_masked(model: nn.Module, spec: PruningSpec, example: Any) -> PruneOutcome:
+    """Unstructured or N:M masks (held by torch.nn.utils.prune hooks until made permanent)."""
+    from prunekit.pruning.masking import apply_masks, nm_masks, sparsity_report, unstructured_masks
+
+    pruned = copy.deepcopy(model)
+    if spec.granularity == "nm":
+        n, m = spec.nm
+        masks = nm_masks(pruned, n=n, m=m, ignore=tuple(spec.ignore))
+    else:
+        masks = unstructured_masks(pruned, sparsity=spec.target.ratio, scope=spec.scope, ignore=tuple(spec.ignore))
+    apply_masks(pruned, masks)
+    trajectory = [{"step": 0, "sparsity": float(sparsity_report(pruned)["global"]["sparsity"])}]
+    return PruneOutcome(pruned, None, masks, trajectory, [], "oneshot")

@@ -1,0 +1,307 @@
+"""Run a recipe end to end: train or load -> prune -> recover -> quantize -> export -> measure -> report.
+
+Everything is written under ``<output_dir>.partial`` and renamed into place only when the run has
+succeeded, so a folder named ``output_dir`` is always complete. An interrupted run leaves its
+checkpoints in the ``.partial`` folder, and ``resume=True`` continues from them.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from prunekit.data import DataBundle
+from prunekit.errors import RecipeError
+from prunekit.recipes.schema import Recipe
+from prunekit.reporting.report import ModelMetrics, QuantizationInfo, RecoveryAccuracy, Report
+
+
+def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool = False) -> Report:
+    """Run ``recipe`` and return its :class:`Report` (also written as report.json/report.html)."""
+    console = console or Console()
+    out = Path(recipe.output_dir)
+    work = out.with_name(out.name + ".partial")
+    if out.exists() and not (out / "report.json").is_file():
+        raise RecipeError(f"output_dir '{out}' exists and is not a prunekit run: choose another folder with --out")
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    report = _Run(recipe, work, console, resume).execute()
+    if out.exists():  # a previous run's output: keep one generation instead of deleting it
+        previous = out.with_name(out.name + ".previous")
+        if previous.exists():
+            shutil.rmtree(previous)
+        out.rename(previous)
+    work.rename(out)
+    console.print(f"[green]wrote[/green] {out}/report.html and {out}/report.json")
+    return report
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _Run:
+    def __init__(self, recipe: Recipe, work: Path, console: Console, resume: bool) -> None:
+        self.recipe, self.work, self.console, self.resume = recipe, work, console, resume
+        self.notes: list[str] = []
+        self.warnings: list[str] = []
+
+    # ------------------------------------------------------------------ helpers
+    def stage(self, text: str) -> None:
+        self.console.print(f"[bold cyan]>[/bold cyan] {text}")
+
+    def finetune_config(self, *, epochs: int, lr: float, optimizer: str, weight_decay: float, name: str,
+                        scheduler: str = "cosine", momentum: float = 0.9, patience: int | None = None,
+                        temperature: float = 4.0, alpha: float = 0.5):
+        from prunekit.training import FinetuneConfig
+
+        return FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
+                              scheduler=scheduler, momentum=momentum, early_stopping_patience=patience,
+                              temperature=temperature, alpha=alpha, seed=self.recipe.seed,
+                              checkpoint_dir=str(self.work / "checkpoints" / name), progress=True)
+
+    def torch_metrics(self, model: nn.Module, loader) -> dict:
+        from prunekit.evaluation.metrics import evaluate, torch_predictor
+
+        return evaluate(torch_predictor(model), loader, task=self.bundle.task, num_classes=self.bundle.num_classes)
+
+    def onnx_metrics(self, path: Path, loader) -> dict:
+        from prunekit.evaluation.metrics import evaluate, onnx_predictor
+
+        return evaluate(onnx_predictor(path), loader, task=self.bundle.task, num_classes=self.bundle.num_classes)
+
+    # ------------------------------------------------------------------ stages
+    def execute(self) -> Report:
+        from prunekit.evaluation.complexity import count_macs, count_params
+        from prunekit.recipes.sources import load_data, load_model
+
+        r = self.recipe
+        _seed_everything(r.seed)
+        self.stage(f"loading data and model for [bold]{r.name}[/bold]")
+        self.bundle: DataBundle = load_data(r.data, seed=r.seed)
+        dense = load_model(r.model)
+        self.example = (torch.zeros(r.model.example_input_shape) if r.model.example_input_shape
+                        else self.bundle.example_input)
+        if r.model.train_baseline is not None and r.model.train_baseline.epochs > 0:
+            self.train_baseline(dense)
+        dense.eval()
+        dense_params, dense_macs = count_params(dense), count_macs(dense, self.example).total
+        self.stage(f"dense model: {dense_params:,} parameters, {dense_macs:,} MACs")
+
+        compressed, record, masks, trajectory, groups = dense, None, None, [], []
+        recovery = RecoveryAccuracy()
+        if r.pruning is not None and r.pruning.enabled:
+            compressed, record, masks, trajectory, groups, recovery = self.prune_and_recover(dense)
+        self.save_compressed(compressed, record)
+        metrics, quant_info, artifacts = self.deploy_and_measure(dense, compressed, masks)
+        d_metrics, c_metrics = metrics
+        report = Report(
+            recipe_name=r.name, dense=d_metrics, compressed=c_metrics, task=self.bundle.task, recovery=recovery,
+            trajectory=trajectory, quantization=quant_info, groups=groups, layers=_layer_widths(dense, compressed),
+            max_accuracy_drop=r.evaluation.max_accuracy_drop, artifacts=artifacts, notes=self.notes,
+            warnings=self.warnings, recipe=r.model_dump(mode="json"),
+        )
+        if r.evaluation.kfold >= 2:
+            self.notes.append(self.kfold(compressed))
+        report.write(self.work)
+        return report
+
+    def train_baseline(self, model: nn.Module) -> None:
+        from prunekit.training import finetune
+
+        spec = self.recipe.model.train_baseline
+        self.stage(f"training the dense baseline for {spec.epochs} epochs")
+        config = self.finetune_config(epochs=spec.epochs, lr=spec.lr, optimizer=spec.optimizer,
+                                      weight_decay=spec.weight_decay, name="baseline")
+        finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task, resume=self.resume)
+
+    def prune_and_recover(self, dense: nn.Module):
+        from prunekit.recipes.prune_stage import run_masked, run_structured
+        from prunekit.training import finetune, recalibrate_batchnorm
+
+        r = self.recipe
+        spec, rec = r.pruning, r.recovery
+        teacher = dense if rec.distillation.enabled else None
+
+        def recover_between(model: nn.Module) -> None:
+            if rec.bn_recalibration:
+                recalibrate_batchnorm(model, self.bundle.train, batches=20)
+            epochs = spec.schedule.finetune_epochs_between
+            if epochs > 0:
+                config = self.finetune_config(epochs=epochs, lr=rec.lr, optimizer=rec.optimizer, name="between",
+                                              weight_decay=rec.weight_decay, momentum=rec.momentum,
+                                              temperature=rec.distillation.temperature, alpha=rec.distillation.alpha)
+                shutil.rmtree(self.work / "checkpoints" / "between", ignore_errors=True)
+                finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task, teacher=teacher)
+
+        def evaluate_val(model: nn.Module) -> dict:
+            m = self.torch_metrics(model, self.bundle.val)
+            return {"loss": m["loss"], "accuracy": m.get("accuracy")}
+
+        self.stage(f"pruning: {spec.granularity}, criterion {spec.criterion}, remove {spec.target.ratio:.0%} of "
+                   f"{spec.target.metric}, schedule {spec.schedule.kind}")
+        if spec.granularity == "structured":
+            outcome = run_structured(copy.deepcopy(dense), spec, self.example, self.bundle, seed=r.seed,
+                                     recover=recover_between, evaluate=evaluate_val)
+        else:
+            outcome = run_masked(dense, spec, self.example)
+            self.notes.append("unstructured / N:M sparsity keeps dense tensor shapes: ONNX Runtime's dense kernels "
+                              "do not skip zeros, so latency and MACs are not expected to drop; file size drops only "
+                              "after compression of the zeros")
+        model = outcome.model
+        after_cut = self.torch_metrics(model, self.bundle.test).get("accuracy")
+        after_recal = after_cut
+        if rec.bn_recalibration:
+            recalibrate_batchnorm(model, self.bundle.train, batches=20)
+            after_recal = self.torch_metrics(model, self.bundle.test).get("accuracy")
+        if rec.epochs > 0:
+            self.stage(f"recovering: fine-tuning {rec.epochs} epochs"
+                       + (f" with distillation (T={rec.distillation.temperature}, alpha={rec.distillation.alpha})"
+                          if teacher is not None else ""))
+            config = self.finetune_config(epochs=rec.epochs, lr=rec.lr, optimizer=rec.optimizer, name="recovery",
+                                          weight_decay=rec.weight_decay, scheduler=rec.scheduler,
+                                          momentum=rec.momentum, patience=rec.early_stopping_patience,
+                                          temperature=rec.distillation.temperature, alpha=rec.distillation.alpha)
+            finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task,
+                     teacher=teacher, resume=self.resume)
+        after_ft = self.torch_metrics(model, self.bundle.test).get("accuracy")
+        if outcome.masks is not None:
+            from prunekit.pruning.masking import make_permanent
+
+            make_permanent(model)
+        recovery = RecoveryAccuracy(after_pruning=after_cut, after_bn_recalibration=after_recal, after_finetune=after_ft)
+        trajectory = [{k: v for k, v in row.items()} for row in outcome.trajectory]
+        return model, outcome.record, outcome.masks, trajectory, outcome.groups, recovery
+
+    def save_compressed(self, model: nn.Module, record) -> None:
+        from safetensors.torch import save_file
+
+        from prunekit.pruning.surgery import save_pruned
+
+        if record is not None:
+            save_pruned(model, record, self.work / "compressed")
+        else:
+            (self.work / "compressed").mkdir(exist_ok=True)
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                      str(self.work / "compressed" / "model.safetensors"))
+
+    def deploy_and_measure(self, dense: nn.Module, compressed: nn.Module, masks) -> tuple:
+        from prunekit.evaluation.complexity import count_macs, count_params
+        from prunekit.evaluation.latency import onnx_latency
+        from prunekit.export.onnx import export_onnx, onnx_size_bytes
+
+        r = self.recipe
+        self.stage("exporting to ONNX")
+        dense_onnx = export_onnx(dense.eval(), self.example, self.work / "dense.onnx", opset=r.export.opset)
+        quant_info = None
+        q = r.quantization
+        if q is not None and q.enabled:
+            deployed, quant_info = self.quantize(compressed)
+        else:
+            deployed = export_onnx(compressed.eval(), self.example, self.work / "compressed.onnx", opset=r.export.opset)
+        self.stage(f"measuring ONNX Runtime latency (dense and compressed alternating, {r.evaluation.latency_runs} runs)")
+        timings = onnx_latency({"dense": dense_onnx, "compressed": deployed}, input_shape=tuple(self.example.shape[1:]),
+                               batch_sizes=tuple(r.evaluation.batch_sizes), runs=r.evaluation.latency_runs,
+                               warmup=r.evaluation.warmup_runs)
+        self.stage("evaluating both deployed models on the held-out test split")
+        results = []
+        for name, model, path in (("dense", dense, dense_onnx), ("compressed", compressed, deployed)):
+            m = self.onnx_metrics(Path(path), self.bundle.test)
+            energy = self.energy(Path(path)) if r.evaluation.energy else None
+            extra = ("precision_macro", "recall_macro", "f1_weighted", "mse", "mae", "r2")
+            task_metrics = {k: float(m[k]) for k in extra if isinstance(m.get(k), (int, float))}
+            results.append(ModelMetrics(
+                params=count_params(model), macs=count_macs(model, self.example).total,
+                accuracy=m.get("accuracy"), f1_macro=m.get("f1_macro"), file_size_bytes=onnx_size_bytes(path),
+                latency_ms={b: timings[name][b]["p50_ms"] for b in r.evaluation.batch_sizes},
+                energy_mj=energy, task_metrics=task_metrics))
+        artifacts = {"dense_onnx": Path(dense_onnx).name, "compressed_onnx": Path(deployed).name,
+                     "compressed_weights": "compressed/model.safetensors"}
+        if (self.work / "compressed" / "pruning_record.json").is_file():
+            artifacts["pruning_record"] = "compressed/pruning_record.json"
+        return results, quant_info, artifacts
+
+    def quantize(self, model: nn.Module) -> tuple[Path, QuantizationInfo]:
+        from prunekit.quantization import QuantSpec, quantize_for_deployment
+
+        r, q = self.recipe, self.recipe.quantization
+        mode = "static" if q.mode == "qat" else q.mode
+        if q.mode == "qat":
+            self.warnings.append("quantization mode 'qat' in a recipe runs post-training static int8 for now; "
+                                 "use prunekit.quantization.prepare_qat from Python for QAT")
+        batches = max(1, q.calibration_samples // self.bundle.calib.batch_size)
+        spec = QuantSpec(method=q.method, percentile=q.percentile, per_channel=q.per_channel, calib_batches=batches)
+        self.stage(f"quantizing to int8 ({mode}, {q.method} calibration"
+                   + (f", fallback within {q.tolerance:.1%} accuracy" if q.tolerance is not None else "") + ")")
+
+        def score(path: str) -> float:
+            return float(self.onnx_metrics(Path(path), self.bundle.val).get("accuracy") or 0.0)
+
+        result = quantize_for_deployment(
+            model.eval(), self.example, self.bundle.calib, workdir=self.work / "quantization", spec=spec, mode=mode,
+            eval_fn=score if q.tolerance is not None else None, tolerance=q.tolerance,
+            batch_sizes=tuple(r.evaluation.batch_sizes))
+        final = self.work / ("compressed.int8.onnx" if result.chosen == "int8" else "compressed.onnx")
+        shutil.copyfile(result.chosen_path, final)
+        info = QuantizationInfo(mode=result.mode, method=result.method, float_layers=dict(result.kept_float),
+                                chosen_artifact=final.name, reason=result.reason,
+                                float_accuracy=result.float_score, int8_accuracy=result.int8_score)
+        self.console.print(f"  int8 decision: [bold]{result.chosen}[/bold] — {result.reason}")
+        return final, info
+
+    def energy(self, path: Path) -> float | None:
+        from prunekit.evaluation.energy import joules_per_1000_inferences
+        from prunekit.evaluation.metrics import onnx_predictor
+
+        reading = joules_per_1000_inferences(onnx_predictor(path), self.example, n=200)
+        if reading.estimated:
+            note = f"energy is an estimate: {reading.method}"
+            if note not in self.notes:
+                self.notes.append(note)
+        return float(reading.joules)  # joules per 1000 inferences == millijoules per inference
+
+    def kfold(self, compressed: nn.Module) -> str:
+        from prunekit.evaluation.kfold import cross_validate
+        from prunekit.evaluation.metrics import torch_predictor
+        from prunekit.training import FinetuneConfig, finetune
+
+        r = self.recipe
+        xs, ys = zip(*[(x, y) for loader in (self.bundle.train, self.bundle.val) for x, y in loader])
+        x, y = torch.cat(xs), torch.cat(ys)
+        epochs = max(1, r.recovery.epochs // 2)
+
+        def fit(train_loader, val_loader):
+            model = copy.deepcopy(compressed)
+            finetune(model, train_loader, None, config=FinetuneConfig(epochs=epochs, lr=r.recovery.lr / 10,
+                     optimizer=r.recovery.optimizer, seed=r.seed), task=self.bundle.task)
+            return torch_predictor(model)
+
+        self.stage(f"{r.evaluation.kfold}-fold cross-validation of the compressed model")
+        cv = cross_validate(x, y, k=r.evaluation.kfold, seed=r.seed, fit=fit, task=self.bundle.task,
+                            num_classes=self.bundle.num_classes)
+        mean, std = cv.get("mean", {}), cv.get("std", {})
+        return (f"{r.evaluation.kfold}-fold CV of the compressed model ({epochs} fine-tune epochs per fold): "
+                f"accuracy {mean.get('accuracy', float('nan')):.4f} ± {std.get('accuracy', float('nan')):.4f}")
+
+
+def _layer_widths(dense: nn.Module, compressed: nn.Module) -> list[dict[str, Any]]:
+    """Output width of every conv/linear layer before and after compression."""
+    after = dict(compressed.named_modules())
+    rows = []
+    for name, m in dense.named_modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            c = after.get(name)
+            width = lambda mod: mod.out_channels if hasattr(mod, "out_channels") else mod.out_features  # noqa: E731
+            rows.append({"name": name, "before": width(m), "after": width(c) if c is not None else 0})
+    return rows

@@ -143,3 +143,21 @@ def test_demo_fast_shrinks_the_shipped_recipe(tmp_path: Path, fake_runner: list)
     assert recipe.model.train_baseline is not None and recipe.model.train_baseline.epochs == 1
     assert recipe.recovery.epochs == 1 and recipe.evaluation.latency_runs == 3
     assert recipe.pruning.target.ratio == 0.5  # what is compressed stays the demo's
+
+
+def test_sensitivity_prints_one_curve_per_group(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nmodel: {builtin: mlp, kwargs: {hidden: [8, 8]}, train_baseline: {epochs: 1}}\n"
+                    "data: {builtin: digits, batch_size: 128}\npruning: {criterion: l2}\n")
+    result = runner.invoke(app, ["sensitivity", str(path), "--ratios", "0.5", "--batches", "1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = [line.split("│") for line in result.stdout.splitlines() if "net." in line]
+    assert [r[1].strip() for r in rows] == ["net.1.weight:0", "net.3.weight:0"]
+    dense = {r[2].strip() for r in rows}
+    assert len(dense) == 1  # every curve starts from the same unpruned model
+    assert all(0.0 <= float(r[3]) <= 1.0 for r in rows)
+
+
+def test_sensitivity_bad_ratios(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sensitivity", str(EXAMPLES / "mlp_2to4.yaml"), "--ratios", "0.5,1.5"])
+    assert result.exit_code == 1 and "--ratios must be fractions in (0, 1)" in result.stderr

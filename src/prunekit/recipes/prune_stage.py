@@ -147,3 +147,63 @@ def run_masked(model: nn.Module, spec: PruningSpec, example: Any) -> PruneOutcom
     apply_masks(pruned, masks)
     trajectory = [{"step": 0, "sparsity": float(sparsity_report(pruned)["global"]["sparsity"])}]
     return PruneOutcome(pruned, None, masks, trajectory, [], "oneshot")
+
+
+def run_sensitivity_allocation(model: nn.Module, spec: PruningSpec, example: Any, bundle: DataBundle, *,
+                               seed: int) -> tuple[PruneOutcome, dict[str, list[tuple[float, float]]]]:
+    """Scan each group alone, then spend the global target where accuracy suffers least.
+
+    Returns the pruned outcome and the curves as ``{group: [(ratio, accuracy)]}`` for the report.
+    """
+    from prunekit.dependency import build_graph
+    from prunekit.importance import collect, make_criterion, score_groups
+    from prunekit.pruning.sensitivity import allocate_from_sensitivity, group_savings, sensitivity_scan
+    from prunekit.pruning.surgery import apply_plan
+
+    graph = build_graph(model, example)
+    round_to = spec.round_to if spec.round_to > 1 else None
+    curves = sensitivity_scan(model, example, bundle.val, ratios=tuple(spec.sensitivity_ratios),
+                              criterion=spec.criterion, graph=graph, min_keep=spec.min_keep, round_to=round_to)
+    criterion = make_criterion(spec.criterion, owner="recipe pruning.criterion")
+    ctx = collect(model, bundle.calib, needs=criterion.requires, seed=seed)
+    scores, _ = score_groups([graph.group(g) for g in curves], ctx, criterion)
+    curves = {g: c for g, c in curves.items() if g in scores}
+    metric = spec.target.metric
+
+    def cost(m: nn.Module) -> float:
+        return _cost(m, example, metric)
+
+    total, savings = group_savings(model, graph, curves, scores, cost, min_keep=spec.min_keep, round_to=round_to)
+    # Savings measured one group at a time overlap when coupled neighbours are both cut (a consumer's
+    # input shrinks with its producer), so the allocation's own estimate is off: bisect the aim until
+    # the MEASURED saving is the smallest one that meets the target.
+    groups = [graph.group(g) for g in curves]
+
+    def attempt(aim: float):
+        plan = allocate_from_sensitivity(curves, savings, aim, total=total, groups=groups, scores=scores,
+                                         min_keep=spec.min_keep, round_to=round_to)
+        pruned, record = apply_plan(model, graph, plan)
+        return 1 - cost(pruned) / total, plan, pruned, record
+
+    target = spec.target.ratio
+    lo, hi = target, 0.99
+    best = attempt(target)
+    if best[0] < target:
+        top = attempt(hi)
+        best = top
+        for _ in range(8):
+            mid = (lo + hi) / 2
+            trial = attempt(mid)
+            if trial[0] >= target:
+                hi, best = mid, trial
+            else:
+                lo = mid
+    _, plan, pruned, record = best
+    rows = []
+    for g in graph.groups:
+        removed = len(plan.removed.get(g.id, ()))
+        rows.append({"group": g.id, "unit": g.unit, "units": g.size, "kept": g.size - removed,
+                     "prunable": g.prunable, "exact": g.exact, "reason": g.reason})
+    report_curves = {g: [(float(r), float(acc)) for r, _, acc in c] for g, c in curves.items()}
+    step = {"step": 0, metric: cost(pruned), "sparsity": 1 - cost(pruned) / total}
+    return PruneOutcome(pruned, record, None, [step], rows, "sensitivity"), report_curves

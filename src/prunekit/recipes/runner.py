@@ -56,6 +56,7 @@ class _Run:
         self.recipe, self.work, self.console, self.resume = recipe, work, console, resume
         self.notes: list[str] = []
         self.warnings: list[str] = []
+        self.sensitivity: dict[str, list[tuple[float, float]]] = {}
 
     # ------------------------------------------------------------------ helpers
     def stage(self, text: str) -> None:
@@ -87,6 +88,10 @@ class _Run:
         from prunekit.recipes.sources import load_data, load_model
 
         r = self.recipe
+        if r.pruning is not None and r.pruning.enabled and r.pruning.granularity == "structured":
+            from prunekit.importance import make_criterion
+
+            make_criterion(r.pruning.criterion, owner="recipe pruning.criterion")  # fail before any training
         _seed_everything(r.seed)
         self.stage(f"loading data and model for [bold]{r.name}[/bold]")
         self.bundle: DataBundle = load_data(r.data, seed=r.seed)
@@ -108,7 +113,7 @@ class _Run:
         d_metrics, c_metrics = metrics
         report = Report(
             recipe_name=r.name, dense=d_metrics, compressed=c_metrics, task=self.bundle.task, recovery=recovery,
-            trajectory=trajectory, quantization=quant_info, groups=groups, layers=_layer_widths(dense, compressed),
+            trajectory=trajectory, sensitivity=self.sensitivity, quantization=quant_info, groups=groups, layers=_layer_widths(dense, compressed),
             max_accuracy_drop=r.evaluation.max_accuracy_drop, artifacts=artifacts, notes=self.notes,
             warnings=self.warnings, recipe=r.model_dump(mode="json"),
         )
@@ -127,7 +132,7 @@ class _Run:
         finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task, resume=self.resume)
 
     def prune_and_recover(self, dense: nn.Module):
-        from prunekit.recipes.prune_stage import run_masked, run_structured
+        from prunekit.recipes.prune_stage import run_masked, run_sensitivity_allocation, run_structured
         from prunekit.training import finetune, recalibrate_batchnorm
 
         r = self.recipe
@@ -149,13 +154,18 @@ class _Run:
             m = self.torch_metrics(model, self.bundle.val)
             return {"loss": m["loss"], "accuracy": m.get("accuracy")}
 
+        start = copy.deepcopy(dense)
+        if spec.sparsity_training.epochs > 0:
+            self.sparsity_training(start)
         self.stage(f"pruning: {spec.granularity}, criterion {spec.criterion}, remove {spec.target.ratio:.0%} of "
-                   f"{spec.target.metric}, schedule {spec.schedule.kind}")
-        if spec.granularity == "structured":
-            outcome = run_structured(copy.deepcopy(dense), spec, self.example, self.bundle, seed=r.seed,
+                   f"{spec.target.metric}, schedule {spec.schedule.kind}, allocation {spec.allocation}")
+        if spec.granularity == "structured" and spec.allocation == "sensitivity":
+            outcome, self.sensitivity = run_sensitivity_allocation(start, spec, self.example, self.bundle, seed=r.seed)
+        elif spec.granularity == "structured":
+            outcome = run_structured(start, spec, self.example, self.bundle, seed=r.seed,
                                      recover=recover_between, evaluate=evaluate_val)
         else:
-            outcome = run_masked(dense, spec, self.example)
+            outcome = run_masked(start, spec, self.example)
             self.notes.append("unstructured / N:M sparsity keeps dense tensor shapes: ONNX Runtime's dense kernels "
                               "do not skip zeros, so latency and MACs are not expected to drop; file size drops only "
                               "after compression of the zeros")
@@ -183,6 +193,20 @@ class _Run:
         recovery = RecoveryAccuracy(after_pruning=after_cut, after_bn_recalibration=after_recal, after_finetune=after_ft)
         trajectory = [{k: v for k, v in row.items()} for row in outcome.trajectory]
         return model, outcome.record, outcome.masks, trajectory, outcome.groups, recovery
+
+    def sparsity_training(self, model: nn.Module) -> None:
+        """Regularized training so the criterion later finds whole groups near zero (slimming, group lasso)."""
+        from prunekit.dependency import build_graph
+        from prunekit.training import FinetuneConfig, finetune
+
+        st = self.recipe.pruning.sparsity_training
+        self.stage(f"sparsity training {st.epochs} epochs (l1 {st.l1}, l2 {st.l2}, bn_scale {st.bn_scale}, "
+                   f"group_lasso {st.group_lasso})")
+        groups = build_graph(model, self.example).prunable_groups() if st.group_lasso > 0 else None
+        config = FinetuneConfig(epochs=st.epochs, lr=st.lr, optimizer="sgd", l1=st.l1, l2=st.l2,
+                                bn_scale=st.bn_scale, group_lasso=st.group_lasso, seed=self.recipe.seed,
+                                progress=True)
+        finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task, groups=groups)
 
     def save_compressed(self, model: nn.Module, record) -> None:
         from safetensors.torch import save_file
@@ -265,11 +289,11 @@ class _Run:
         from prunekit.evaluation.metrics import onnx_predictor
 
         reading = joules_per_1000_inferences(onnx_predictor(path), self.example, n=200)
-        if reading.estimated:
-            note = f"energy is an estimate: {reading.method}"
+        if reading["estimated"]:
+            note = f"energy is an estimate: {reading['method']}"
             if note not in self.notes:
                 self.notes.append(note)
-        return float(reading.joules)  # joules per 1000 inferences == millijoules per inference
+        return float(reading["joules_per_1000"])  # joules per 1000 inferences == millijoules per inference
 
     def kfold(self, compressed: nn.Module) -> str:
         from prunekit.evaluation.kfold import cross_validate

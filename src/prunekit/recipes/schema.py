@@ -175,6 +175,21 @@ class ScheduleSpec(_Section):
         return self
 
 
+class SparsityTrainingSpec(_Section):
+    """Regularized training before the cut, so the criterion finds groups already near zero.
+
+    ``bn_scale`` is network slimming (L1 on BatchNorm gamma, pair it with ``criterion: bn_scale``);
+    ``group_lasso`` drives whole channel groups to zero (L2,1 over each group's slices).
+    """
+
+    epochs: Count = 0
+    lr: Positive = 0.01
+    l1: NonNegative = 0.0
+    l2: NonNegative = 0.0
+    bn_scale: NonNegative = 0.0
+    group_lasso: NonNegative = 0.0
+
+
 class PruningSpec(_Section):
     """Structured (channel) or fine-grained (unstructured, N:M) pruning."""
 
@@ -189,6 +204,10 @@ class PruningSpec(_Section):
     per_layer: dict[str, LayerRatio] = Field(default_factory=dict)  # module name -> removed fraction
     granularity: Literal["structured", "unstructured", "nm"] = "structured"
     nm: tuple[PositiveInt, PositiveInt] | None = None  # (n, m): keep n of every m weights
+    allocation: Literal["criterion", "sensitivity"] = "criterion"  # sensitivity: non-uniform ratios from scans
+    sensitivity_ratios: list[Ratio] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], min_length=1)
+    depth_blocks: Count = 0  # remove this many whole bypassable blocks (least output change) before the cut
+    sparsity_training: SparsityTrainingSpec = Field(default_factory=SparsityTrainingSpec)
 
     @model_validator(mode="after")
     def _nm_fits_granularity(self) -> PruningSpec:
@@ -200,6 +219,12 @@ class PruningSpec(_Section):
             )
         if self.nm is not None and not self.nm[0] < self.nm[1]:
             raise PydanticCustomError("prunekit_nm", f"nm: [n, m] needs n < m, got {list(self.nm)}")
+        if self.allocation == "sensitivity" and (self.granularity != "structured" or self.schedule.kind != "oneshot"
+                                                 or self.target.metric == "channels"):
+            raise PydanticCustomError(
+                "prunekit_allocation", "allocation: sensitivity needs granularity: structured, schedule kind: "
+                f"oneshot and target metric macs or params, got {self.granularity}, {self.schedule.kind}, "
+                f"{self.target.metric}")
         return self
 
 

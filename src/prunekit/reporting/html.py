@@ -70,6 +70,15 @@ def render_html(report: Report) -> str:
     )
 
 
+def render_sensitivity_html(title: str, curves: dict[str, list[tuple[float, float]]], metric: str) -> str:
+    """A standalone page for ``prunekit sensitivity``: the curves as a plot and as a table."""
+    rows = [{"group": g, **{f"{r:g}": v for r, v in pts}} for g, pts in curves.items()]
+    body = (f"<h1>{escape(title)}</h1><p class='sub'>{escape(metric)} with one group pruned at each ratio</p>"
+            + _img(_sensitivity_png(curves, metric), "sensitivity curves") + _dict_table(rows))
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
+
+
 def _verdict(report: Report) -> str:
     ok = report.accuracy_ok
     text = f"task: {escape(report.task)}"

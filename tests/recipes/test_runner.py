@@ -1,0 +1,100 @@
+"""End-to-end: the demo recipe on a reduced budget, checked against independent re-measurement."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from prunekit.errors import InvalidParameterError, RecipeError
+from prunekit.evaluation.complexity import count_macs
+from prunekit.models import DigitsCNN
+from prunekit.pruning.surgery import load_pruned
+from prunekit.recipes.loader import apply_overrides, builtin_recipe_path, load_recipe
+from prunekit.recipes.runner import run_recipe
+
+REDUCED = {
+    "model.train_baseline.epochs": 3,
+    "recovery.epochs": 2,
+    "data.calib_samples": 64,
+    "quantization.calibration_samples": 64,
+    "quantization.tolerance": 0.03,
+    "evaluation.batch_sizes": [1, 8],
+    "evaluation.latency_runs": 5,
+    "evaluation.warmup_runs": 1,
+    "evaluation.energy": False,
+    "evaluation.max_accuracy_drop": 0.05,
+}
+
+
+def _recipe(out, **extra):
+    recipe = load_recipe(builtin_recipe_path("digits_demo"))
+    return apply_overrides(recipe, {**REDUCED, "output_dir": str(out), **extra}, source="test")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    report = run_recipe(_recipe(out))
+    return out, report
+
+
+@pytest.mark.slow
+def test_demo_report_figures_are_real(demo_run):
+    out, report = demo_run
+    data = json.loads((out / "report.json").read_text())
+    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 1
+    assert not out.with_name(out.name + ".partial").exists()
+
+    # Compressed MACs re-counted from the saved files, independently of the report.
+    rebuilt = load_pruned(DigitsCNN(num_classes=10), out / "compressed").eval()
+    macs = count_macs(rebuilt, torch.zeros(1, 1, 8, 8)).total
+    assert macs == data["compressed"]["macs"]
+    assert macs <= 0.55 * count_macs(DigitsCNN(), torch.zeros(1, 1, 8, 8)).total  # target: remove 50%
+
+    # Accuracy within the recipe's tolerance, as the report says.
+    drop = data["dense"]["accuracy"] - data["compressed"]["accuracy"]
+    assert drop <= 0.05 + 1e-9
+    assert report.accuracy_ok is True
+
+    # The float ONNX export of the compressed model agrees with PyTorch.
+    fp32 = out / "quantization" / "model_fp32.onnx"
+    x = torch.rand(4, 1, 8, 8)
+    session = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        torch_out = rebuilt(x).numpy()
+    assert np.abs(onnx_out - torch_out).max() < 1e-4
+
+    # The deployed artifact runs in ONNX Runtime and agrees with PyTorch on the predicted class.
+    deployed = out / data["artifacts"]["compressed_onnx"]
+    session = ort.InferenceSession(str(deployed), providers=["CPUExecutionProvider"])
+    x = torch.rand(64, 1, 8, 8)
+    pred = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0].argmax(1)
+    with torch.no_grad():
+        agree = (pred == rebuilt(x).argmax(1).numpy()).mean()
+    assert agree >= 0.9
+
+    for batch in (1, 8):
+        assert data["dense"]["latency_ms"][str(batch)] > 0
+        assert data["compressed"]["latency_ms"][str(batch)] > 0
+    assert data["recovery"]["after_finetune"] is not None
+
+
+def test_bad_criterion_fails_before_training_and_leaves_no_output(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(InvalidParameterError, match="criterion 'magnitde'.*did you mean 'l1'|magnitde"):
+        run_recipe(_recipe(out, **{"pruning.criterion": "magnitde"}))
+    assert not out.exists()
+
+
+def test_foreign_output_dir_is_not_overwritten(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(RecipeError, match="not a prunekit run"):
+        run_recipe(_recipe(out))
+    assert (out / "thesis.tex").read_text() == "precious"

@@ -5,7 +5,7 @@ the same fraction of MACs removed (global ranking), the copy's BatchNorm statist
 recalibrated, and it is fine-tuned for the same number of epochs. Test accuracy is printed right
 after the cut (after BN recalibration) and after fine-tuning, with the random baseline beside it.
 
-    python benchmarks/criteria.py [--ratio 0.75] [--epochs 2] [--seeds 0 1 2]
+    python benchmarks/criteria.py [--ratio 0.9] [--epochs 1] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def accuracy(model, loader) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ratio", type=float, default=0.75, help="fraction of MACs removed")
-    parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs after the cut")
+    parser.add_argument("--ratio", type=float, default=0.9, help="fraction of MACs removed")
+    parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs after the cut")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--criteria", nargs="*", default=None)
     args = parser.parse_args()

@@ -57,6 +57,8 @@ class _Run:
         self.notes: list[str] = []
         self.warnings: list[str] = []
         self.sensitivity: dict[str, list[tuple[float, float]]] = {}
+        self.qat_model: nn.Module | None = None  # set when quantization-aware training wraps the model
+        self.dense: nn.Module | None = None
 
     # ------------------------------------------------------------------ helpers
     def stage(self, text: str) -> None:
@@ -101,6 +103,7 @@ class _Run:
         if r.model.train_baseline is not None and r.model.train_baseline.epochs > 0:
             self.train_baseline(dense)
         dense.eval()
+        self.dense = dense
         dense_params, dense_macs = count_params(dense), count_macs(dense, self.example).total
         self.stage(f"dense model: {dense_params:,} parameters, {dense_macs:,} MACs")
 
@@ -108,6 +111,10 @@ class _Run:
         recovery = RecoveryAccuracy()
         if r.pruning is not None and r.pruning.enabled:
             compressed, record, masks, trajectory, groups, recovery = self.prune_and_recover(dense)
+        if self.qat_model is not None:  # measure and save the float model with the learned grid baked in
+            from prunekit.quantization import convert_qat
+
+            compressed = convert_qat(self.qat_model)[0]
         self.save_compressed(compressed, record)
         metrics, quant_info, artifacts = self.deploy_and_measure(dense, compressed, masks)
         d_metrics, c_metrics = metrics
@@ -175,6 +182,14 @@ class _Run:
         if rec.bn_recalibration:
             recalibrate_batchnorm(model, self.bundle.train, batches=20)
             after_recal = self.torch_metrics(model, self.bundle.test).get("accuracy")
+        q = r.quantization
+        if q is not None and q.enabled and q.mode == "qat" and q.order == "joint":
+            from prunekit.quantization import calibrate_qat, prepare_qat
+
+            self.stage("joint order: recovery fine-tuning is quantization-aware (fake-quant weights and inputs)")
+            model = prepare_qat(model, spec=self.qat_spec())
+            calibrate_qat(model, self.bundle.calib)
+            self.qat_model = model
         if rec.epochs > 0:
             self.stage(f"recovering: fine-tuning {rec.epochs} epochs"
                        + (f" with distillation (T={rec.distillation.temperature}, alpha={rec.distillation.alpha})"
@@ -256,14 +271,61 @@ class _Run:
             artifacts["pruning_record"] = "compressed/pruning_record.json"
         return results, quant_info, artifacts
 
+    def qat_spec(self):
+        from prunekit.quantization import QuantSpec
+
+        q = self.recipe.quantization
+        return QuantSpec(method="percentile" if q.method == "percentile" else "minmax", percentile=q.percentile,
+                         per_channel=q.per_channel)
+
+    def quantize_qat(self, model: nn.Module) -> tuple[Path, QuantizationInfo]:
+        """Quantization-aware training (unless joint order already did it), then the same int8 ONNX form."""
+        from prunekit.export.onnx import default_input_names, export_onnx
+        from prunekit.quantization import (calibrate_qat, choose_faster, convert_qat, export_qat_onnx,
+                                           feeds_from_loader, measure_latency, prepare_qat, preprocess)
+        from prunekit.training import finetune
+
+        r, q, rec = self.recipe, self.recipe.quantization, self.recipe.recovery
+        spec = self.qat_spec()
+        if self.qat_model is None:
+            self.stage(f"quantization-aware training for {q.qat_epochs} epochs (sequential order: after recovery)")
+            qat = prepare_qat(model, spec=spec)
+            calibrate_qat(qat, self.bundle.calib)
+            if q.qat_epochs > 0:
+                config = self.finetune_config(epochs=q.qat_epochs, lr=rec.lr / 10, optimizer=rec.optimizer,
+                                              name="qat", weight_decay=0.0, momentum=rec.momentum)
+                finetune(qat, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task,
+                         teacher=self.dense if rec.distillation.enabled else None, resume=self.resume)
+            self.qat_model = qat
+        workdir = self.work / "quantization"
+        workdir.mkdir(exist_ok=True)
+        names = default_input_names(self.example)
+        feeds = feeds_from_loader(self.bundle.calib, names)
+        int8 = export_qat_onnx(self.qat_model, self.example, workdir, feeds, spec=spec).path
+        fp32 = preprocess(export_onnx(convert_qat(self.qat_model)[0], self.example, workdir / "model_fp32_raw.onnx"),
+                          workdir / "model_fp32.onnx")
+        batches = tuple(r.evaluation.batch_sizes)
+        by_batch = {b: {names[0]: self.example.repeat(b, *([1] * (self.example.dim() - 1))).numpy()} for b in batches}
+        latency = measure_latency({"fp32": fp32, "int8": int8}, by_batch, repeats=r.evaluation.latency_runs)
+        chosen, reason = choose_faster(latency, candidate="int8", baseline="fp32", batches=batches)
+        float_acc = self.onnx_metrics(Path(fp32), self.bundle.val).get("accuracy")
+        int8_acc = self.onnx_metrics(Path(int8), self.bundle.val).get("accuracy")
+        if q.tolerance is not None and float_acc is not None and float_acc - int8_acc > q.tolerance:
+            chosen, reason = "fp32", (f"QAT int8 lost {100 * (float_acc - int8_acc):.2f} pts on validation, more than "
+                                      f"the tolerance {100 * q.tolerance:.2f}; keeping fp32")
+        final = self.work / ("compressed.int8.onnx" if chosen == "int8" else "compressed.onnx")
+        shutil.copyfile(int8 if chosen == "int8" else fp32, final)
+        self.console.print(f"  int8 decision: [bold]{chosen}[/bold] — {reason}")
+        return final, QuantizationInfo(mode="qat", method=spec.method, chosen_artifact=final.name, reason=reason,
+                                       float_accuracy=float_acc, int8_accuracy=int8_acc)
+
     def quantize(self, model: nn.Module) -> tuple[Path, QuantizationInfo]:
         from prunekit.quantization import QuantSpec, quantize_for_deployment
 
         r, q = self.recipe, self.recipe.quantization
-        mode = "static" if q.mode == "qat" else q.mode
         if q.mode == "qat":
-            self.warnings.append("quantization mode 'qat' in a recipe runs post-training static int8 for now; "
-                                 "use prunekit.quantization.prepare_qat from Python for QAT")
+            return self.quantize_qat(model)
+        mode = q.mode
         batches = max(1, q.calibration_samples // self.bundle.calib.batch_size)
         spec = QuantSpec(method=q.method, percentile=q.percentile, per_channel=q.per_channel, calib_batches=batches)
         self.stage(f"quantizing to int8 ({mode}, {q.method} calibration"

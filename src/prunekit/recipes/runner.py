@@ -59,6 +59,7 @@ class _Run:
         self.sensitivity: dict[str, list[tuple[float, float]]] = {}
         self.qat_model: nn.Module | None = None  # set when quantization-aware training wraps the model
         self.dense: nn.Module | None = None
+        self.deployment: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ helpers
     def stage(self, text: str) -> None:
@@ -120,7 +121,7 @@ class _Run:
         d_metrics, c_metrics = metrics
         report = Report(
             recipe_name=r.name, dense=d_metrics, compressed=c_metrics, task=self.bundle.task, recovery=recovery,
-            trajectory=trajectory, sensitivity=self.sensitivity, quantization=quant_info, groups=groups, layers=_layer_widths(dense, compressed),
+            trajectory=trajectory, sensitivity=self.sensitivity, quantization=quant_info, deployment=self.deployment, groups=groups, layers=_layer_widths(dense, compressed),
             max_accuracy_drop=r.evaluation.max_accuracy_drop, artifacts=artifacts, notes=self.notes,
             warnings=self.warnings, recipe=r.model_dump(mode="json"),
         )
@@ -265,6 +266,7 @@ class _Run:
                 accuracy=m.get("accuracy"), f1_macro=m.get("f1_macro"), file_size_bytes=onnx_size_bytes(path),
                 latency_ms={b: timings[name][b]["p50_ms"] for b in r.evaluation.batch_sizes},
                 energy_mj=energy, task_metrics=task_metrics))
+        self.deployment = self.deployment_rows(dense, compressed, {"dense": dense_onnx, "compressed": deployed}, timings)
         artifacts = {"dense_onnx": Path(dense_onnx).name, "compressed_onnx": Path(deployed).name,
                      "compressed_weights": "compressed/model.safetensors"}
         if (self.work / "compressed" / "pruning_record.json").is_file():
@@ -318,6 +320,50 @@ class _Run:
         self.console.print(f"  int8 decision: [bold]{chosen}[/bold] — {reason}")
         return final, QuantizationInfo(mode="qat", method=spec.method, chosen_artifact=final.name, reason=reason,
                                        float_accuracy=float_acc, int8_accuracy=int8_acc)
+
+    def deployment_rows(self, dense: nn.Module, compressed: nn.Module, paths: dict[str, Path], timings: dict) -> list:
+        """p50/p95/throughput in ONNX Runtime and PyTorch, peak memory, training energy, side by side."""
+        from prunekit.evaluation.latency import torch_latency
+        from prunekit.evaluation.memory import onnx_peak_memory
+
+        ev = self.recipe.evaluation
+        shape = tuple(self.example.shape[1:])
+        rows = []
+        torch_timings = (torch_latency({"dense": dense, "compressed": compressed}, input_shape=shape,
+                                       batch_sizes=tuple(ev.batch_sizes), runs=ev.latency_runs,
+                                       warmup=ev.warmup_runs) if ev.pytorch_latency else {})
+        for runtime, table in (("onnxruntime", timings), ("pytorch", torch_timings)):
+            for name in ("dense", "compressed"):
+                for b in ev.batch_sizes:
+                    t = table[name][b]
+                    rows.append({"model": name, "runtime": runtime, "batch": b, "p50_ms": round(t["p50_ms"], 4),
+                                 "p95_ms": round(t["p95_ms"], 4), "throughput_per_s": round(t["throughput_per_s"], 1)})
+        if ev.memory:
+            for name, path in paths.items():
+                reading = onnx_peak_memory(path, input_shape=shape, batch_size=max(ev.batch_sizes))
+                rows.append({"model": name, "runtime": "onnxruntime", "batch": max(ev.batch_sizes),
+                             "peak_memory_mb": round(reading.model_mb, 2)})
+        if ev.energy:
+            for name, model in (("dense", dense), ("compressed", compressed)):
+                rows.append({"model": name, "runtime": "pytorch-train", "batch": self.bundle.train.batch_size,
+                             "joules_per_epoch": round(self.train_epoch_joules(model), 3)})
+        return rows
+
+    def train_epoch_joules(self, model: nn.Module) -> float:
+        """Energy of one fine-tuning epoch of a copy of ``model`` (counters, or an estimate noted)."""
+        import torch.nn.functional as F
+
+        from prunekit.evaluation.energy import EnergyMeter
+
+        trainee = copy.deepcopy(model).train()
+        optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-3)
+        loss_fn = F.cross_entropy if self.bundle.task == "classification" else F.mse_loss
+        with EnergyMeter() as meter:
+            for x, y in self.bundle.train:
+                optimizer.zero_grad()
+                loss_fn(trainee(x), y).backward()
+                optimizer.step()
+        return float(meter.reading_.joules)
 
     def quantize(self, model: nn.Module) -> tuple[Path, QuantizationInfo]:
         from prunekit.quantization import QuantSpec, quantize_for_deployment

@@ -280,6 +280,8 @@ class EvaluationSpec(_Section):
     max_accuracy_drop: NonNegative | None = 0.01
     kfold: Count = 0  # 0 = off; k >= 2 runs K-fold CV of the compressed model
     energy: bool = True
+    memory: bool = True  # peak memory of ONNX Runtime inference, measured in a fresh process
+    pytorch_latency: bool = True  # also time PyTorch eager, beside ONNX Runtime
 
     @field_validator("kfold")
     @classmethod

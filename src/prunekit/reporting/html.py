@@ -36,6 +36,9 @@ def render_html(report: Report) -> str:
     parts.append("<h2>Dense vs compressed</h2>")
     parts.append(_table(["metric", "dense", "compressed", "ratio / change"], summary_rows(report)))
     parts.append(_img(_comparison_png(report), "dense vs compressed: latency, MACs, parameters, size"))
+    if report.deployment:
+        parts.append("<h2>Deployment cost</h2>")
+        parts.append(_dict_table(report.deployment))
     parts.append(_recovery(report))
     parts.append(_quantization(report))
     if report.trajectory:

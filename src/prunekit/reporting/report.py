@@ -101,6 +101,7 @@ class Report:
     layers: list[dict[str, Any]] = field(default_factory=list)
     max_accuracy_drop: float | None = None  # the recipe's promise, to judge ``accuracy_ok``
     artifacts: dict[str, str] = field(default_factory=dict)  # label -> path relative to the run folder
+    deployment: list[dict[str, Any]] = field(default_factory=list)  # rows: model, runtime, batch, p50/p95, ...
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     recipe: dict[str, Any] = field(default_factory=dict)  # the normalized recipe that produced it

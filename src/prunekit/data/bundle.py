@@ -40,14 +40,19 @@ def split_tensors(
     calib_samples: int = 256,
     batch_size: int = 64,
     seed: int = 0,
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> DataBundle:
-    """Shuffle once with ``seed`` and cut into train/val/test; calib is a slice of train."""
+    """Shuffle once with ``seed`` and cut into train/val/test; calib is a slice of train.
+
+    With ``test=(x_test, y_test)`` the given test split is used as is and ``x``/``y`` are cut into
+    train and validation only.
+    """
     if len(x) == 0:
         raise SourceError(f"data set '{name}' is empty: give at least one sample per split")
     if len(x) != len(y):
         raise SourceError(f"data set '{name}' has {len(x)} inputs but {len(y)} targets: they must match")
     n = len(x)
-    n_test = max(1, int(round(n * test_fraction)))
+    n_test = 0 if test is not None else max(1, int(round(n * test_fraction)))
     n_val = max(1, int(round(n * val_fraction)))
     if n - n_test - n_val < 1:
         raise SourceError(f"data set '{name}' has only {n} samples: need at least 3 to split")
@@ -60,10 +65,16 @@ def split_tensors(
 
     calib_idx = train_idx[: min(calib_samples, len(train_idx))]
     num_classes = int(y.max().item()) + 1 if task == "classification" else None
+    if test is not None:
+        if len(test[0]) == 0:
+            raise SourceError(f"test split of data set '{name}' is empty: give at least one test sample")
+        test_loader = DataLoader(TensorDataset(*test), batch_size=batch_size, shuffle=False)
+    else:
+        test_loader = loader(test_idx, False)
     return DataBundle(
         train=loader(train_idx, True),
         val=loader(val_idx, False),
-        test=loader(test_idx, False),
+        test=test_loader,
         calib=loader(calib_idx, False),
         num_classes=num_classes,
         task=task,

@@ -48,4 +48,40 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-BUILTIN_MODELS = {"digits_cnn": DigitsCNN, "mlp": MLP}
+class _Residual(nn.Module):
+    """conv-BN-ReLU-conv-BN plus identity, then ReLU (the basic ResNet block)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.body(x))
+
+
+class ResNet8(nn.Module):
+    """A small three-stage ResNet for 28x28 (or larger) grey images, e.g. Fashion-MNIST."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32, in_channels: int = 1) -> None:
+        super().__init__()
+        w = width
+
+        def down(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.stage1 = _Residual(w)
+        self.stage2 = nn.Sequential(down(w, 2 * w), _Residual(2 * w))
+        self.stage3 = nn.Sequential(down(2 * w, 4 * w), _Residual(4 * w))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
+        x = self.stage1(self.stem(x))  # (B, w, 28, 28)
+        x = self.stage3(self.stage2(x))  # (B, 4w, 7, 7)
+        return self.head(x)  # (B, classes)
+
+
+BUILTIN_MODELS = {"digits_cnn": DigitsCNN, "mlp": MLP, "resnet8": ResNet8}

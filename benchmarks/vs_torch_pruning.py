@@ -4,8 +4,9 @@ One dense ResNet8 is trained once. Each tool then prunes a copy of it to the sam
 removed (L2 magnitude, global ranking in both), and every pruned copy gets the same fine-tuning
 budget. Torch-Pruning is used as its README shows (MagnitudePruner + the user's own training
 loop); prunekit as its pipeline does it (BN recalibration, distillation from the dense model,
-channel counts rounded to multiples of 8). A third row, prunekit without distillation, separates
-what the cut itself is worth from what recovery adds. Latency: ONNX Runtime, all models in one
+channel counts rounded to multiples of 8). Extra rows: Torch-Pruning with
+its own ``round_to=8`` (not its default), and prunekit without distillation, which separate what
+the widths and what recovery are worth. Latency: ONNX Runtime, all models in one
 process, alternating, medians.
 
     apt-get install dataset-fashion-mnist
@@ -38,7 +39,7 @@ def accuracy(model, loader) -> float:
     return evaluate(torch_predictor(model), loader, task="classification", num_classes=10)["accuracy"]
 
 
-def torch_pruning_to_macs(dense, x, target: float):
+def torch_pruning_to_macs(dense, x, target: float, round_to: int | None = None):
     """Torch-Pruning's MagnitudePruner, with its channel ratio bisected to remove ``target`` of the MACs."""
     import torch_pruning as tp
 
@@ -49,7 +50,7 @@ def torch_pruning_to_macs(dense, x, target: float):
         model = copy.deepcopy(dense)
         pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=2),
                                            pruning_ratio=ratio, global_pruning=True,
-                                           ignored_layers=[model.head[2]])
+                                           ignored_layers=[model.head[2]], round_to=round_to)
         pruner.step()
         removed = 1 - count_macs(model, x).total / base
         if removed >= target:
@@ -80,11 +81,12 @@ def main() -> None:
     tune = FinetuneConfig(epochs=args.finetune_epochs, lr=0.01, optimizer="sgd", weight_decay=5e-4, seed=0,
                           progress=True)
 
-    models = {"dense": dense}
-    tp_model = torch_pruning_to_macs(dense, x, args.ratio)
-    cut = {"torch-pruning": accuracy(tp_model, bundle.test)}
-    finetune(tp_model, bundle.train, bundle.val, config=tune)
-    models["torch-pruning"] = tp_model.eval()
+    models, cut = {"dense": dense}, {}
+    for name, round_to in (("torch-pruning", None), ("torch-pruning round_to=8", 8)):
+        tp_model = torch_pruning_to_macs(dense, x, args.ratio, round_to)
+        cut[name] = accuracy(tp_model, bundle.test)
+        finetune(tp_model, bundle.train, bundle.val, config=tune)
+        models[name] = tp_model.eval()
 
     for name, teacher in (("prunekit", dense), ("prunekit (no distillation)", None)):
         pruner = StructuredPruner(criterion="l2", ratio=args.ratio, target="macs", scope="global", round_to=8)
@@ -110,7 +112,7 @@ def main() -> None:
             name, f"{accuracy(m, bundle.test):.4f}", f"{cut[name]:.4f}" if name in cut else "-",
             f"{count_macs(m, x).total / 1e6:.2f}M", f"{count_params(m):,}", widths,
             f"{d[1]['p50_ms'] / timings[name][1]['p50_ms']:.2f}x", f"{d[32]['p50_ms'] / timings[name][32]['p50_ms']:.2f}x")
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def test_local_l2_keeps_the_highest_scored_units_and_their_weights(mlp):
 
 def test_fit_leaves_the_model_alone_and_inplace_transform_edits_it(mlp):
     before = {k: v.clone() for k, v in mlp.state_dict().items()}
-    pruner = StructuredPruner(ratio=0.25).fit(mlp, torch.randn(1, 8))
+    pruner = StructuredPruner(ratio=0.25, round_to=None).fit(mlp, torch.randn(1, 8))
     assert all(torch.equal(before[k], v) for k, v in mlp.state_dict().items())
     out = pruner.transform(mlp, inplace=True)
     assert out is mlp and mlp.net[1].out_features == 12
@@ -142,7 +142,7 @@ def test_every_criterion_prunes_a_residual_cnn_globally(criterion):
     torch.manual_seed(0)
     model, x = DigitsCNN(width=4), torch.randn(1, 1, 8, 8)
     data = [(torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,)))]
-    pruner = StructuredPruner(criterion=criterion, ratio=0.5, scope="global", normalizer="lamp").fit(model, x, data)
+    pruner = StructuredPruner(criterion=criterion, ratio=0.5, scope="global", normalizer="lamp", round_to=None).fit(model, x, data)
     total = sum(g.size for g in pruner.graph_.prunable_groups())
     assert pruner.plan_.n_removed == total // 2
     assert set(pruner.scores_) == {g.id for g in pruner.graph_.prunable_groups()}

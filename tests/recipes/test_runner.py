@@ -98,3 +98,51 @@ def test_foreign_output_dir_is_not_overwritten(tmp_path):
     with pytest.raises(RecipeError, match="not a prunekit run"):
         run_recipe(_recipe(out))
     assert (out / "thesis.tex").read_text() == "precious"
+
+
+MINIMAL = {
+    "model.train_baseline.epochs": 2,
+    "recovery.epochs": 1,
+    "evaluation.batch_sizes": [1],
+    "evaluation.latency_runs": 3,
+    "evaluation.warmup_runs": 1,
+    "evaluation.energy": False,
+    "evaluation.memory": False,
+    "evaluation.pytorch_latency": False,
+    "evaluation.max_accuracy_drop": None,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides, check", [
+    ({"quantization.mode": "qat", "quantization.order": "joint"}, "qat"),
+    ({"pruning.granularity": "nm", "pruning.nm": [2, 4], "quantization.enabled": False}, "nm"),
+    ({"pruning.schedule": {"kind": "iterative", "steps": 2, "finetune_epochs_between": 0},
+      "quantization.enabled": False}, "iterative"),
+    ({"pruning.schedule": {"kind": "adaptive", "tolerance": 0.5, "initial_step": 0.3},
+      "quantization.enabled": False}, "adaptive"),
+])
+def test_recipe_variants_run_and_report(tmp_path, overrides, check):
+    recipe = load_recipe(builtin_recipe_path("digits_demo"))
+    recipe = apply_overrides(recipe, {**MINIMAL, "output_dir": str(tmp_path / "run"), **overrides}, source="test")
+    report = run_recipe(recipe)
+    data = json.loads((tmp_path / "run" / "report.json").read_text())
+    if check == "qat":
+        assert data["quantization"]["mode"] == "qat"
+        assert data["compressed"]["macs"] < data["dense"]["macs"]
+    elif check == "nm":
+        # N:M keeps shapes: MACs equal, but exactly half of every masked layer's weights are zero.
+        assert data["compressed"]["macs"] == data["dense"]["macs"]
+        from safetensors.torch import load_file
+
+        weights = load_file(str(tmp_path / "run" / "compressed" / "model.safetensors"))
+        w = weights["block.0.weight"]  # (64, 64, 3, 3): groups of 4 along the input channels
+        groups = w.permute(0, 2, 3, 1).reshape(-1, 4)
+        assert ((groups != 0).sum(1) <= 2).all()
+    elif check == "iterative":
+        assert [row["step"] for row in report.trajectory] == [0, 1]
+        assert report.trajectory[-1]["sparsity"] == pytest.approx(0.5)
+        assert data["compressed"]["macs"] <= 0.55 * data["dense"]["macs"]
+    else:
+        assert report.trajectory and all("accepted" in row for row in report.trajectory)
+        assert data["compressed"]["macs"] < data["dense"]["macs"]

@@ -68,13 +68,15 @@ ELEMENTWISE = set(
     rrelu celu_ selu_ softmin _to_copy""".split()
 )
 REDUCTIONS = set("sum mean amax amin max min var std norm logsumexp prod nansum nanmean median mode "
-                 "count_nonzero any all var_mean std_mean".split())
+                 "count_nonzero any all var_mean std_mean linalg_vector_norm vector_norm".split())
+_ORD_FIRST = {"norm", "linalg_vector_norm", "vector_norm"}
 ORDERING = set("cumsum cumprod argsort sort topk argmax argmin kthvalue cummax cummin".split())
 RESHAPES = set("view reshape flatten unflatten view_as reshape_as squeeze unsqueeze squeeze_ unsqueeze_ "
                "_unsafe_view ravel".split())
 IDENTITY_GETTERS = {"data"}
 
 _EXTRA_ELEMENTWISE: set[str] = set()
+_PER_HEAD_WORDS = ("dim", "size", "scale")  # head_dim, attention_head_size: sizes kept by head pruning
 
 
 def register_elementwise(name: str) -> None:
@@ -110,6 +112,7 @@ class CouplingTracer:
         self.unknown_ops: dict[str, str] = {}  # "op at module" -> reason
         self.group_kind: set[int] = set()  # nodes whose unit is a GroupNorm group
         self.modules = dict(model.named_modules())
+        self.views: dict[int, tuple[torch.Tensor, list[int]]] = {}  # id(view of a param) -> (param, axis map)
         self._op = ""
         self._module = ""
 
@@ -212,7 +215,8 @@ class CouplingTracer:
 
     def _unknown(self, name: str, tensors_in: list, out: Any) -> None:
         if any(n is not None for t in tensors_in for n in self.get(t)):
-            reason = f"op '{name}' is unknown to the coupling engine"
+            reason = (f"op '{name}' is unknown to the coupling engine, so the channels it touches stay unpruned; "
+                      "if it is elementwise call register_elementwise('" + name + "'), else ignore that layer")
             self.unknown_ops.setdefault(f"{name} in '{self._module or '<root>'}'", reason)
             self.freeze_all(tensors_in, reason)
 
@@ -225,8 +229,11 @@ class CouplingTracer:
             self._store(out, list(lab))
         elif attr == "T":
             self._store(out, list(reversed(lab)))
+            self._note_view(args[0], out, list(reversed(range(len(lab)))))
         elif attr in ("mT", "mH", "H"):
             self._store(out, lab[:-2] + [lab[-1], lab[-2]])
+            order = list(range(len(lab)))
+            self._note_view(args[0], out, order[:-2] + [order[-1], order[-2]])
         else:
             self._unknown(f"attribute .{attr}", [args[0]], out)
 
@@ -297,9 +304,10 @@ class CouplingTracer:
             return
         lab = self.get(x)
         dim = _arg(args, kwargs, 1, "dim")
-        if self._op == "norm":
+        ord_first = self._op in _ORD_FIRST  # norm(x, p, dim, keepdim)
+        if ord_first:
             dim = _arg(args, kwargs, 2, "dim")
-        keepdim = bool(_arg(args, kwargs, 2 if self._op != "norm" else 3, "keepdim", False))
+        keepdim = bool(_arg(args, kwargs, 3 if ord_first else 2, "keepdim", False))
         if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
             dims = list(range(len(lab)))
         else:
@@ -545,7 +553,18 @@ class CouplingTracer:
         name = self._name(t)
         if name is not None and t.shape[axis] > 1:
             return self.param_axis(t, _norm_axis(axis, t.dim()), role)
+        if id(t) in self.views and t.shape[axis] > 1:  # weight.T and friends
+            base, order = self.views[id(t)]
+            return self.param_axis(base, order[_norm_axis(axis, t.dim())], role)
         return lab[axis]
+
+    def _note_view(self, x: torch.Tensor, out: torch.Tensor, order: list[int]) -> None:
+        """Remember that ``out`` is ``x`` (a parameter, or a view of one) with axes reordered."""
+        if self._name(x) is not None:
+            self.views[id(out)] = (x, order)
+        elif id(x) in self.views:
+            base, inner = self.views[id(x)]
+            self.views[id(out)] = (base, [inner[o] for o in order])
 
     def _matmul(self, args: tuple, kwargs: dict, out: Any) -> None:
         a, b = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "other")
@@ -622,6 +641,8 @@ class CouplingTracer:
                 inner = int(np.prod([in_shape[i] for i in ins if i > a], dtype=np.int64))
                 index = (np.arange(out_shape[big_out[0]]) // inner) % in_shape[a]
                 result[big_out[0]] = lab[a][index]
+                if int(lab[a][0]) in self.sets.head:  # heads merged back: (h, d) -> h*d
+                    self._fix_literal_size(requested, big_out[0], result[big_out[0]])
             elif len(big_in) == 1:  # split: channels -> (heads, head_dim)
                 result[big_out[0]] = self._split_heads(lab[big_in[0]], [out_shape[o] for o in big_out],
                                                        requested, big_out)
@@ -629,6 +650,24 @@ class CouplingTracer:
                 for a in labelled:
                     self.freeze(lab[a], "reshape regroups channel axes")
         return result
+
+    def _fix_literal_size(self, requested, axis: int, nodes: np.ndarray) -> None:
+        """Heads merged back by a literal size: update the attribute it came from.
+
+        ``x.reshape(b, -1, self.out_dim)`` (LeViT) must see the new ``out_dim``. Only head merges are
+        handled: there the literal is nearly always an attribute, while plain channel axes are
+        mostly sized from the tensor itself (``x.size(-1)``) and an attribute of equal value would
+        be a coincidence. Verification after surgery catches a wrong guess.
+        """
+        if requested is None or len(requested) <= axis or requested[axis] == -1:
+            return
+        module = self.modules.get(self._module)
+        if module is None:
+            return
+        for attr, value in vars(module).items():
+            if isinstance(value, int) and not isinstance(value, bool) and value == requested[axis] and value == len(nodes):
+                if not any(f.module == self._module and f.attr == attr for f in self.fixes):
+                    self.fixes.append(AttrFix(self._module, attr, value, nodes))
 
     def _split_heads(self, nodes: np.ndarray, sizes: list[int], requested, out_axes: list[int]) -> np.ndarray:
         """Split a channel axis into (outer, inner...): the outer index becomes the unit (a head)."""
@@ -654,7 +693,8 @@ class CouplingTracer:
             for attr, value in vars(module).items():
                 if not isinstance(value, int) or isinstance(value, bool) or "head" not in attr.lower():
                     continue
-                if value == outer:
+                per_head = any(word in attr.lower() for word in _PER_HEAD_WORDS)
+                if value == outer and not per_head:  # head_dim may equal num_heads by chance
                     self.fixes.append(AttrFix(candidate, attr, outer, head_nodes))
                     found = True
                 elif value == total and outer > 1:
@@ -688,6 +728,7 @@ class CouplingTracer:
             it = iter(rest)
             order = [o if o is not None else next(it) for o in order]
         self._store(out, [lab[i] for i in order])
+        self._note_view(x, out, order)
 
     def _expand(self, args: tuple, kwargs: dict, out: Any) -> None:
         x = args[0]

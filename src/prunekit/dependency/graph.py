@@ -111,6 +111,7 @@ def _assemble(model: nn.Module, tracer: CouplingTracer, example_inputs: Any,
         groups.append(ChannelGroup(
             id=gid, size=len(roots), slots=tuple(slots), unit=kind, prunable=not reason, reason=reason,
             exact=not any(r in inexact for r in roots),
+            inexact_reason=next((inexact[r] for r in roots if r in inexact), ""),
         ))
         unit_roots[gid] = np.array(roots, dtype=np.int64)
 

@@ -68,6 +68,7 @@ class ChannelGroup:
     reason: str = ""  # why not prunable
     exact: bool = True
     min_units: int = 1  # never cut below this many units
+    inexact_reason: str = ""  # the op that mixes the units, when not exact
 
     def slots_with_role(self, *roles: str) -> tuple[Slot, ...]:
         return tuple(s for s in self.slots if s.role in roles)
@@ -76,6 +77,8 @@ class ChannelGroup:
         members = ", ".join(f"{s.tensor}[{s.axis}]" for s in self.slots[:6])
         more = f" (+{len(self.slots) - 6} more)" if len(self.slots) > 6 else ""
         state = "prunable" if self.prunable else f"frozen: {self.reason}"
+        if not self.exact:
+            state += f", inexact: {self.inexact_reason}"
         return f"{self.id}: {self.size} {self.unit}s, {state}; {members}{more}"
 
 

@@ -33,7 +33,9 @@ class StructuredPruner:
     scope : {"local", "global"}
         Same ratio in every group, or one ranking of normalized scores across groups.
     round_to, min_keep, ignore, per_module
-        See :mod:`prunekit.pruning.allocate`.
+        See :mod:`prunekit.pruning.allocate`. ``round_to`` defaults to 8 because odd widths were
+        measured slower than the dense model in ONNX Runtime (``benchmarks/vs_torch_pruning.py``);
+        ``None`` keeps exact counts.
     reduction : str
         How a criterion combines a group's slots (when given by name and it has slots).
     normalizer : str or callable
@@ -58,7 +60,7 @@ class StructuredPruner:
     """
 
     def __init__(self, *, criterion: str | Criterion = "l2", ratio: float = 0.3, target: str = "channels",
-                 scope: str = "local", round_to: int | None = None, min_keep: int = 1,
+                 scope: str = "local", round_to: int | None = 8, min_keep: int = 1,
                  ignore: Sequence[str] = (), per_module: Mapping[str, float] | None = None,
                  reduction: str = "mean", normalizer: str | Callable | None = "mean",
                  loss_fn: Callable | None = None, batches: int | None = None, cost: Cost | None = None,

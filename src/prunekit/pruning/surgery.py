@@ -78,9 +78,12 @@ def plan_to_record(model: nn.Module, graph: DependencyGraph, plan: PruningPlan) 
 
     record = SurgeryRecord()
     removed = np.fromiter(removed_roots, dtype=np.int64, count=len(removed_roots))
+    top = max((int(r.max()) for r in graph.slot_roots.values() if r.size), default=0)
+    is_removed = np.zeros(max(top, int(removed.max(initial=0))) + 1, dtype=bool)  # root -> removed, O(1) lookups
+    is_removed[removed] = True
     new_len: dict[tuple[str, int], int] = {}
     for (tensor, axis), roots in graph.slot_roots.items():
-        keep = ~np.isin(roots, removed)
+        keep = ~is_removed[roots]
         new_len[(tensor, axis)] = int(keep.sum())
         if not keep.all():
             record.kept.setdefault(tensor, {})[axis] = np.flatnonzero(keep).tolist()
@@ -176,7 +179,24 @@ def apply_record(model: nn.Module, record: SurgeryRecord) -> nn.Module:
         module = model.get_submodule(path)
         for attr, value in changes.items():
             setattr(module, attr, tuple(value) if isinstance(getattr(module, attr, None), tuple) else value)
+    touched = {t.rpartition(".")[0] for t in record.kept} | set(record.attributes)
+    _drop_caches(model, touched)
     return model
+
+
+def _drop_caches(model: nn.Module, touched: set[str]) -> None:
+    """Forget tensors a module cached from its old weights (LeViT's attention-bias cache).
+
+    Such caches are plain dict attributes of tensors, not buffers, so slicing cannot reach them;
+    emptying them makes the module recompute from the sliced weights on the next call.
+    """
+    for path in touched:
+        module = model.get_submodule(path)
+        for name, value in list(vars(module).items()):
+            if name.startswith("_") or not isinstance(value, dict) or not value:
+                continue
+            if all(isinstance(v, torch.Tensor) for v in value.values()):
+                value.clear()
 
 
 def apply_plan(model: nn.Module, graph: DependencyGraph, plan: PruningPlan, *, inplace: bool = False,

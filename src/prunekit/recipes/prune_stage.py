@@ -18,6 +18,7 @@ from prunekit.data import DataBundle
 from prunekit.evaluation.complexity import count_macs, count_params
 from prunekit.pruning.surgery import SurgeryRecord
 from prunekit.recipes.schema import PruningSpec
+from prunekit.training.distributed import broadcast_object, rank, world_size
 
 
 @dataclass
@@ -56,6 +57,8 @@ def _structured_step(model: nn.Module, spec: PruningSpec, example: Any, bundle: 
         ignore=tuple(spec.ignore), per_module=dict(spec.per_layer) or None, seed=seed,
     )
     pruner.fit(model, example, bundle.calib)
+    if world_size() > 1:  # decided once on rank 0, applied identically on every rank
+        pruner.plan_ = broadcast_object(pruner.plan_ if rank() == 0 else None)
     pruned = pruner.transform(model)
     return pruned, pruner.record_, pruner
 

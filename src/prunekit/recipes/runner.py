@@ -24,17 +24,31 @@ from prunekit.recipes.schema import Recipe
 from prunekit.reporting.report import ModelMetrics, QuantizationInfo, RecoveryAccuracy, Report
 
 
-def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool = False) -> Report:
-    """Run ``recipe`` and return its :class:`Report` (also written as report.json/report.html)."""
+def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool = False) -> Report | None:
+    """Run ``recipe`` and return its :class:`Report` (also written as report.json/report.html).
+
+    Under ``torchrun`` every rank trains its shard (DistributedDataParallel) and applies the
+    pruning plan rank 0 decided; only rank 0 writes files, measures and returns the report
+    (other ranks return None).
+    """
+    from prunekit.training.distributed import barrier, distributed_context
+
     console = console or Console()
     out = Path(recipe.output_dir)
     work = out.with_name(out.name + ".partial")
     if out.exists() and not (out / "report.json").is_file():
         raise RecipeError(f"output_dir '{out}' exists and is not a prunekit run: choose another folder with --out")
-    if work.exists() and not resume:
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    report = _Run(recipe, work, console, resume).execute()
+    with distributed_context() as ctx:
+        if ctx.is_main:
+            if work.exists() and not resume:
+                shutil.rmtree(work)
+            work.mkdir(parents=True, exist_ok=True)
+        barrier()
+        report = _Run(recipe, work, console if ctx.is_main else Console(quiet=True), resume,
+                      is_main=ctx.is_main).execute()
+        barrier()
+    if not ctx.is_main:
+        return None
     if out.exists():  # a previous run's output: keep one generation instead of deleting it
         previous = out.with_name(out.name + ".previous")
         if previous.exists():
@@ -52,8 +66,9 @@ def _seed_everything(seed: int) -> None:
 
 
 class _Run:
-    def __init__(self, recipe: Recipe, work: Path, console: Console, resume: bool) -> None:
+    def __init__(self, recipe: Recipe, work: Path, console: Console, resume: bool, *, is_main: bool = True) -> None:
         self.recipe, self.work, self.console, self.resume = recipe, work, console, resume
+        self.is_main = is_main
         self.notes: list[str] = []
         self.warnings: list[str] = []
         self.sensitivity: dict[str, list[tuple[float, float]]] = {}
@@ -86,7 +101,7 @@ class _Run:
         return evaluate(onnx_predictor(path), loader, task=self.bundle.task, num_classes=self.bundle.num_classes)
 
     # ------------------------------------------------------------------ stages
-    def execute(self) -> Report:
+    def execute(self) -> Report | None:
         from prunekit.evaluation.complexity import count_macs, count_params
         from prunekit.recipes.sources import load_data, load_model
 
@@ -112,6 +127,8 @@ class _Run:
         recovery = RecoveryAccuracy()
         if r.pruning is not None and r.pruning.enabled:
             compressed, record, masks, trajectory, groups, recovery = self.prune_and_recover(dense)
+        if not self.is_main:  # other ranks only train; rank 0 exports, measures and reports
+            return None
         if self.qat_model is not None:  # measure and save the float model with the learned grid baked in
             from prunekit.quantization import convert_qat
 
@@ -333,7 +350,7 @@ class _Run:
                                        batch_sizes=tuple(ev.batch_sizes), runs=ev.latency_runs,
                                        warmup=ev.warmup_runs) if ev.pytorch_latency else {})
         for runtime, table in (("onnxruntime", timings), ("pytorch", torch_timings)):
-            for name in ("dense", "compressed"):
+            for name in table:
                 for b in ev.batch_sizes:
                     t = table[name][b]
                     rows.append({"model": name, "runtime": runtime, "batch": b, "p50_ms": round(t["p50_ms"], 4),

@@ -20,7 +20,7 @@ from prunekit.errors import TracingError
 
 # Calls that only read metadata; they never carry channels anywhere.
 _METADATA = {
-    "dim", "size", "__get__", "numel", "is_floating_point", "__len__", "__bool__", "item", "tolist",
+    "dim", "size", "numel", "is_floating_point", "__len__", "__bool__", "item", "tolist",
     "element_size", "stride", "is_contiguous", "data_ptr", "get_device", "__format__", "__repr__",
     "__hash__", "__index__", "__int__", "__float__", "nelement", "ndimension", "is_complex",
     "storage_offset", "has_names", "__iter__", "__array__", "untyped_storage", "_is_view",

@@ -7,7 +7,6 @@ checkpoints with exact resume, AMP on CUDA, and DistributedDataParallel under to
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence

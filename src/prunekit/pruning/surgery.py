@@ -33,17 +33,18 @@ class SurgeryRecord:
 
     kept: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bypassed: dict[str, int | None] = field(default_factory=dict)  # depth pruning: block -> tuple_len
 
     def to_json(self) -> str:
         return json.dumps({"kept": {t: {str(a): i for a, i in ax.items()} for t, ax in self.kept.items()},
-                           "attributes": self.attributes})
+                           "attributes": self.attributes, "bypassed": self.bypassed})
 
     @classmethod
     def from_json(cls, text: str) -> "SurgeryRecord":
         data = json.loads(text)
         kept = {t: {int(a): list(map(int, i)) for a, i in ax.items()} for t, ax in data["kept"].items()}
         attrs = {m: {k: tuple(v) if isinstance(v, list) else v for k, v in a.items()} for m, a in data["attributes"].items()}
-        return cls(kept, attrs)
+        return cls(kept, attrs, dict(data.get("bypassed", {})))
 
     def merged(self, later: "SurgeryRecord") -> "SurgeryRecord":
         """Compose two successive edits into one record relative to the original model."""
@@ -55,7 +56,7 @@ class SurgeryRecord:
         attrs = {m: dict(a) for m, a in self.attributes.items()}
         for m, a in later.attributes.items():
             attrs.setdefault(m, {}).update(a)
-        return SurgeryRecord(kept, attrs)
+        return SurgeryRecord(kept, attrs, {**self.bypassed, **later.bypassed})
 
 
 def plan_to_record(model: nn.Module, graph: DependencyGraph, plan: PruningPlan) -> SurgeryRecord:
@@ -148,8 +149,15 @@ def _new_attributes(model: nn.Module, graph: DependencyGraph, record: SurgeryRec
 def apply_record(model: nn.Module, record: SurgeryRecord) -> nn.Module:
     """Slice ``model``'s tensors and set attributes as ``record`` says (in place); returns it.
 
-    Tied tensors (one Parameter under several names) are sliced once and stay tied.
+    Tied tensors (one Parameter under several names) are sliced once and stay tied. Bypassed
+    blocks (depth pruning) are replaced first, so the tensor names that follow are theirs.
     """
+    if record.bypassed:
+        from prunekit.pruning.depth import Bypass
+
+        for name, tuple_len in record.bypassed.items():
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, Bypass(tuple_len=tuple_len, removed=name))
     by_name = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
     owners: dict[int, list[str]] = {}
     for name, t in by_name.items():

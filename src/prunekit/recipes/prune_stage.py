@@ -7,6 +7,7 @@ pruning hold masks through fine-tuning and bake them at the end.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from prunekit.data import DataBundle
+from prunekit.errors import PrunekitWarning
 from prunekit.evaluation.complexity import count_macs, count_params
 from prunekit.pruning.surgery import SurgeryRecord
 from prunekit.recipes.schema import PruningSpec
@@ -78,15 +80,36 @@ def group_table(pruner: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def remove_depth(model: nn.Module, spec: PruningSpec, example: Any, bundle: DataBundle) -> tuple[nn.Module, SurgeryRecord]:
+    """Bypass the ``spec.depth_blocks`` whole blocks whose removal changes the output least."""
+    from prunekit.pruning.depth import find_bypassable_blocks, remove_blocks, score_blocks
+
+    blocks = find_bypassable_blocks(model, example)
+    scores = score_blocks(model, blocks, bundle.val, max_batches=4) if blocks else {}
+    chosen = sorted(scores, key=scores.get)[: spec.depth_blocks]
+    if len(chosen) < spec.depth_blocks:
+        warnings.warn(f"pruning.depth_blocks asks for {spec.depth_blocks} blocks but the model has only "
+                      f"{len(blocks)} bypassable ones; removing {len(chosen)}", PrunekitWarning, stacklevel=2)
+    pruned = remove_blocks(model, chosen, example_inputs=example)
+    record = SurgeryRecord(bypassed={name: pruned.get_submodule(name).tuple_len for name in chosen})
+    return pruned, record
+
+
 def run_structured(model: nn.Module, spec: PruningSpec, example: Any, bundle: DataBundle, *, seed: int,
-                   recover: Callable[[nn.Module], None], evaluate: Callable[[nn.Module], dict]) -> PruneOutcome:
-    """Run the recipe's schedule with structural surgery; ``recover`` fine-tunes between steps."""
+                   recover: Callable[[nn.Module], None], evaluate: Callable[[nn.Module], dict],
+                   reference: nn.Module | None = None, record: SurgeryRecord | None = None) -> PruneOutcome:
+    """Run the recipe's schedule with structural surgery; ``recover`` fine-tunes between steps.
+
+    Targets are fractions of ``reference`` (the dense model; default ``model``), so blocks already
+    removed by depth pruning count towards them; ``record`` is the edit already made to ``model``.
+    """
     from prunekit.pruning.schedule import Iterative, OneShot, run_adaptive, run_schedule
 
     metric = spec.target.metric
-    dense_cost = _cost(model, example, "params" if metric == "params" else "macs")
+    reference = reference if reference is not None else model
+    dense_cost = _cost(reference, example, "params" if metric == "params" else "macs")
     dense_units = sum(g.size for g in _graph(model, example).prunable_groups()) if metric == "channels" else 0
-    state: dict[str, Any] = {"model": model, "record": SurgeryRecord(), "groups": []}
+    state: dict[str, Any] = {"model": model, "record": record or SurgeryRecord(), "groups": []}
 
     def prune_to(fraction: float) -> None:
         pruned, record, pruner = _structured_step(

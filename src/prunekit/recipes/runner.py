@@ -157,7 +157,8 @@ class _Run:
         finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task, resume=self.resume)
 
     def prune_and_recover(self, dense: nn.Module):
-        from prunekit.recipes.prune_stage import run_masked, run_sensitivity_allocation, run_structured
+        from prunekit.recipes.prune_stage import (remove_depth, run_masked, run_sensitivity_allocation,
+                                                  run_structured)
         from prunekit.training import finetune, recalibrate_batchnorm
 
         r = self.recipe
@@ -187,8 +188,12 @@ class _Run:
         if spec.granularity == "structured" and spec.allocation == "sensitivity":
             outcome, self.sensitivity = run_sensitivity_allocation(start, spec, self.example, self.bundle, seed=r.seed)
         elif spec.granularity == "structured":
-            outcome = run_structured(start, spec, self.example, self.bundle, seed=r.seed,
-                                     recover=recover_between, evaluate=evaluate_val)
+            depth_record = None
+            if spec.depth_blocks > 0:
+                start, depth_record = remove_depth(start, spec, self.example, self.bundle)
+                self.stage(f"depth pruning: bypassed {', '.join(depth_record.bypassed) or 'nothing'}")
+            outcome = run_structured(start, spec, self.example, self.bundle, seed=r.seed, recover=recover_between,
+                                     evaluate=evaluate_val, reference=dense, record=depth_record)
         else:
             outcome = run_masked(start, spec, self.example)
             self.notes.append("unstructured / N:M sparsity keeps dense tensor shapes: ONNX Runtime's dense kernels "

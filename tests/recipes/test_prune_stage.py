@@ -1,0 +1,40 @@
+"""Depth plus channel pruning composed into one record that rebuilds the model from its factory."""
+
+from __future__ import annotations
+
+import torch
+
+from prunekit.data import split_tensors
+from prunekit.evaluation.complexity import count_macs
+from prunekit.models import ResNet8
+from prunekit.pruning.depth import Bypass
+from prunekit.pruning.surgery import load_pruned, save_pruned
+from prunekit.recipes.prune_stage import remove_depth, run_structured
+from prunekit.recipes.schema import PruningSpec
+
+
+def test_depth_then_channels_replays_on_a_fresh_model(tmp_path):
+    torch.manual_seed(0)
+    bundle = split_tensors(torch.rand(48, 1, 28, 28), torch.randint(0, 10, (48,)), name="tiny", batch_size=16)
+    dense = ResNet8(width=8).eval()
+    x = bundle.example_input
+    spec = PruningSpec(depth_blocks=1, target={"metric": "macs", "ratio": 0.5}, round_to=1)
+
+    shallow, record = remove_depth(dense, spec, x, bundle)
+    assert len(record.bypassed) == 1
+    (name,) = record.bypassed
+    assert isinstance(shallow.get_submodule(name), Bypass)
+
+    outcome = run_structured(shallow, spec, x, bundle, seed=0, recover=lambda m: None,
+                             evaluate=lambda m: {"loss": 0.0, "accuracy": 0.0}, reference=dense, record=record)
+    small = outcome.model.eval()
+    # The target counts against the dense model, depth savings included.
+    assert count_macs(small, x).total <= 0.5 * count_macs(dense, x).total * 1.05
+    assert outcome.record.bypassed == record.bypassed
+
+    save_pruned(small, outcome.record, tmp_path)
+    torch.manual_seed(123)  # different initial weights: everything must come from the saved files
+    rebuilt = load_pruned(ResNet8(width=8), tmp_path).eval()
+    assert isinstance(rebuilt.get_submodule(name), Bypass)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), small(x))

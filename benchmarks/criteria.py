@@ -11,7 +11,6 @@ after the cut (after BN recalibration) and after fine-tuning, with the random ba
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 

@@ -3,7 +3,6 @@ pickle, rebuilds from its factory, composes records, and exports to ONNX with eq
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest

@@ -60,7 +60,6 @@ def test_fake_quant_forward_and_straight_through_gradient():
 
 def test_rounding_matches_onnx_quantize_linear():
     import numpy as np
-    import onnx
     import onnxruntime as ort
     from onnx import helper, TensorProto
 

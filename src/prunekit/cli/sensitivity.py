@@ -58,20 +58,14 @@ def sensitivity(
 def write_sensitivity(outdir: Path, name: str, curves: dict, column: int, metric: str) -> Path:
     """Write sensitivity.json and sensitivity.html (plot + table) into ``outdir``, atomically."""
     import json
-    import os
-    import tempfile
 
+    from prunekit.fileio import write_text_atomic
     from prunekit.reporting.html import render_sensitivity_html
 
     outdir.mkdir(parents=True, exist_ok=True)
     points = {g: [(float(p[0]), float(p[column])) for p in c] for g, c in curves.items()}
-    files = {"sensitivity.json": json.dumps({"metric": metric, "curves": points}, indent=2),
-             "sensitivity.html": render_sensitivity_html(f"{name}: sensitivity", points, metric)}
-    for filename, text in files.items():
-        fd, tmp = tempfile.mkstemp(dir=outdir, prefix=f".{filename}.")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, outdir / filename)
+    write_text_atomic(outdir / "sensitivity.json", json.dumps({"metric": metric, "curves": points}, indent=2))
+    write_text_atomic(outdir / "sensitivity.html", render_sensitivity_html(f"{name}: sensitivity", points, metric))
     return outdir / "sensitivity.html"
 
 

@@ -11,7 +11,7 @@ model is never silently broken: the worst case is a group that is not prunable.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np

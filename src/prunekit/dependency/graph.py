@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from prunekit.dependency.coupling import AttrFix, ConvMode, CouplingTracer

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from prunekit.tracing import call_model
 from prunekit.errors import TracingError
 
 ExampleInputs = torch.Tensor | tuple | Mapping[str, Any]
@@ -82,7 +83,7 @@ def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> MacReport:
     model.eval()
     try:
         with torch.no_grad(), counter:
-            _call(model, example_inputs)
+            call_model(model, example_inputs)
     except TracingError:
         raise
     except Exception as exc:  # noqa: BLE001 - any user forward error becomes one message
@@ -155,12 +156,6 @@ def _pop(stack: list[str]) -> Callable:
     return hook
 
 
-def _call(model: nn.Module, example_inputs: ExampleInputs) -> Any:
-    if isinstance(example_inputs, Mapping):
-        return model(**example_inputs)
-    if isinstance(example_inputs, (tuple, list)):
-        return model(*example_inputs)
-    return model(example_inputs)
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:

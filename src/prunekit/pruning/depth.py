@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from prunekit.tracing import call_model
 from prunekit.errors import InvalidParameterError, TracingError
 
 Inputs = Any  # a tensor, a tuple of positional tensors, or a dict of keyword tensors
@@ -53,12 +54,6 @@ def _first_input(args: tuple, kwargs: Mapping[str, Any]) -> Any:
     return next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
 
 
-def _call(model: nn.Module, inputs: Inputs) -> Any:
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
 
 
 def _run(model: nn.Module, inputs: Inputs) -> Any:
@@ -67,7 +62,7 @@ def _run(model: nn.Module, inputs: Inputs) -> Any:
     model.eval()
     try:
         with torch.no_grad():
-            return _call(model, inputs)
+            return call_model(model, inputs)
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise TracingError(
             f"The model could not run on the example inputs: {exc}. Pass inputs the forward accepts."

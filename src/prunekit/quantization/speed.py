@@ -7,7 +7,6 @@ evenly over both, so the ratio is trustworthy even when absolute times drift.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -51,19 +50,13 @@ def measure_latency(
         raise InvalidParameterError(
             f"measure_latency needs repeats >= 1 and warmup >= 0. Got repeats={repeats}, warmup={warmup} instead."
         )
+    from prunekit.evaluation.latency import alternating_timings
+
     sessions = {name: make_session(p, threads=threads) for name, p in paths.items()}
     result: dict[str, dict[int, float]] = {name: {} for name in sessions}
     for batch, feed in feeds.items():
-        for session in sessions.values():
-            for _ in range(warmup):
-                session.run(None, dict(feed))
-        times: dict[str, list[float]] = {name: [] for name in sessions}
-        for _ in range(repeats):
-            for name, session in sessions.items():
-                start = time.perf_counter()
-                session.run(None, dict(feed))
-                times[name].append(time.perf_counter() - start)
-        for name, t in times.items():
+        runners = {name: (lambda s=session, f=dict(feed): s.run(None, f)) for name, session in sessions.items()}
+        for name, t in alternating_timings(runners, warmup=warmup, runs=repeats).items():
             result[name][batch] = float(np.median(t))
     return Latency(result)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -20,6 +19,7 @@ from typing import Any, Mapping, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from prunekit.fileio import write_text_atomic
 from prunekit.errors import RecipeError
 from prunekit.recipes.schema import Recipe
 
@@ -121,16 +121,7 @@ def dump_recipe(recipe: Recipe, path: str | os.PathLike[str] | None = None) -> s
     """
     text = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
     if path is not None:
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports and recipes are meant to be shared
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, text)
     return text
 
 

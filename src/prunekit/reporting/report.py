@@ -17,10 +17,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prunekit.fileio import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,8 @@ class Report:
         outdir = Path(outdir)
         outdir.mkdir(parents=True, exist_ok=True)
         paths = {"json": outdir / "report.json", "html": outdir / "report.html"}
-        _write_atomic(paths["json"], self.to_json())
-        _write_atomic(paths["html"], render_html(self))
+        write_text_atomic(paths["json"], self.to_json())
+        write_text_atomic(paths["html"], render_html(self))
         return paths
 
 
@@ -186,13 +187,3 @@ def _delta(compressed: float | None, dense: float | None) -> float | None:
     return float(compressed) - float(dense)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports and recipes are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -34,17 +34,19 @@ class SurgeryRecord:
     kept: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     bypassed: dict[str, int | None] = field(default_factory=dict)  # depth pruning: block -> tuple_len
+    split_attention: list[str] = field(default_factory=list)  # nn.MultiheadAttention modules split first
 
     def to_json(self) -> str:
         return json.dumps({"kept": {t: {str(a): i for a, i in ax.items()} for t, ax in self.kept.items()},
-                           "attributes": self.attributes, "bypassed": self.bypassed})
+                           "attributes": self.attributes, "bypassed": self.bypassed,
+                           "split_attention": self.split_attention})
 
     @classmethod
     def from_json(cls, text: str) -> "SurgeryRecord":
         data = json.loads(text)
         kept = {t: {int(a): list(map(int, i)) for a, i in ax.items()} for t, ax in data["kept"].items()}
         attrs = {m: {k: tuple(v) if isinstance(v, list) else v for k, v in a.items()} for m, a in data["attributes"].items()}
-        return cls(kept, attrs, dict(data.get("bypassed", {})))
+        return cls(kept, attrs, dict(data.get("bypassed", {})), list(data.get("split_attention", [])))
 
     def merged(self, later: "SurgeryRecord") -> "SurgeryRecord":
         """Compose two successive edits into one record relative to the original model."""
@@ -56,7 +58,8 @@ class SurgeryRecord:
         attrs = {m: dict(a) for m, a in self.attributes.items()}
         for m, a in later.attributes.items():
             attrs.setdefault(m, {}).update(a)
-        return SurgeryRecord(kept, attrs, {**self.bypassed, **later.bypassed})
+        return SurgeryRecord(kept, attrs, {**self.bypassed, **later.bypassed},
+                             self.split_attention + [n for n in later.split_attention if n not in self.split_attention])
 
 
 def plan_to_record(model: nn.Module, graph: DependencyGraph, plan: PruningPlan) -> SurgeryRecord:
@@ -149,9 +152,17 @@ def _new_attributes(model: nn.Module, graph: DependencyGraph, record: SurgeryRec
 def apply_record(model: nn.Module, record: SurgeryRecord) -> nn.Module:
     """Slice ``model``'s tensors and set attributes as ``record`` says (in place); returns it.
 
-    Tied tensors (one Parameter under several names) are sliced once and stay tied. Bypassed
-    blocks (depth pruning) are replaced first, so the tensor names that follow are theirs.
+    Tied tensors (one Parameter under several names) are sliced once and stay tied. Split
+    attention modules and bypassed blocks (depth pruning) are replaced first, so the tensor names
+    that follow are theirs.
     """
+    if record.split_attention:
+        from prunekit.models.attention import SplitMultiheadAttention
+
+        for name in record.split_attention:
+            parent, _, child = name.rpartition(".")
+            owner = model.get_submodule(parent)
+            setattr(owner, child, SplitMultiheadAttention.from_torch(getattr(owner, child)))
     if record.bypassed:
         from prunekit.pruning.depth import Bypass
 

@@ -103,6 +103,8 @@ class _Run:
     # ------------------------------------------------------------------ stages
     def execute(self) -> Report | None:
         from prunekit.evaluation.complexity import count_macs, count_params
+        from prunekit.models.attention import split_attention
+        from prunekit.pruning.surgery import SurgeryRecord
         from prunekit.recipes.sources import load_data, load_model
 
         r = self.recipe
@@ -114,6 +116,11 @@ class _Run:
         self.stage(f"loading data and model for [bold]{r.name}[/bold]")
         self.bundle: DataBundle = load_data(r.data, seed=r.seed)
         dense = load_model(r.model)
+        dense, split = split_attention(dense)
+        self.base_record = SurgeryRecord(split_attention=split)
+        if split:
+            self.notes.append(f"nn.MultiheadAttention split into q/k/v/out projections (same function) so whole "
+                              f"heads can be pruned: {', '.join(split)}")
         self.example = (torch.zeros(r.model.example_input_shape) if r.model.example_input_shape
                         else self.bundle.example_input)
         if r.model.train_baseline is not None and r.model.train_baseline.epochs > 0:
@@ -187,11 +194,13 @@ class _Run:
                    f"{spec.target.metric}, schedule {spec.schedule.kind}, allocation {spec.allocation}")
         if spec.granularity == "structured" and spec.allocation == "sensitivity":
             outcome, self.sensitivity = run_sensitivity_allocation(start, spec, self.example, self.bundle, seed=r.seed)
+            outcome.record = self.base_record.merged(outcome.record)
         elif spec.granularity == "structured":
-            depth_record = None
+            depth_record = self.base_record
             if spec.depth_blocks > 0:
-                start, depth_record = remove_depth(start, spec, self.example, self.bundle)
-                self.stage(f"depth pruning: bypassed {', '.join(depth_record.bypassed) or 'nothing'}")
+                start, removed = remove_depth(start, spec, self.example, self.bundle)
+                depth_record = depth_record.merged(removed)
+                self.stage(f"depth pruning: bypassed {', '.join(removed.bypassed) or 'nothing'}")
             outcome = run_structured(start, spec, self.example, self.bundle, seed=r.seed, recover=recover_between,
                                      evaluate=evaluate_val, reference=dense, record=depth_record)
         else:
@@ -251,6 +260,7 @@ class _Run:
 
         from prunekit.pruning.surgery import save_pruned
 
+        record = record if record is not None or not self.base_record.split_attention else self.base_record
         if record is not None:
             save_pruned(model, record, self.work / "compressed")
         else:

@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from models import HF_SPECS, build_hf, check_prune, ratio_plan  # noqa: E402
 
 from prunekit.dependency import build_graph  # noqa: E402
-from prunekit.pruning.surgery import apply_plan  # noqa: E402
+from prunekit.models.attention import split_attention  # noqa: E402
+from prunekit.pruning.surgery import PruningVerificationError, apply_plan, drop_unverifiable  # noqa: E402
 from prunekit.tracing import call_model, iter_tensors  # noqa: E402
 
 
@@ -68,14 +69,22 @@ def run_one(name: str, build: Callable[[], tuple[nn.Module, Any]], *, ratio: flo
     start = time.perf_counter()
     try:
         model, inputs = build()
+        model, _ = split_attention(model)  # nn.MultiheadAttention -> separate projections (same function)
         row.params_before = sum(p.numel() for p in model.parameters())
         graph = build_graph(model, inputs)
         row.groups, row.prunable = len(graph.groups), len(graph.prunable_groups())
-        exact = [g for g in graph.prunable_groups() if g.exact]
-        if exact:  # relative to the output scale: random-weight deep nets reach outputs of 1e2 and more
-            row.exact_diff = check_prune(model, inputs, ratio, exact_only=True, graph=graph).relative_diff
         plan = ratio_plan(graph, ratio)
-        pruned, _ = apply_plan(model, graph, plan)  # verifies: runs, same output shapes
+        try:
+            pruned, _ = apply_plan(model, graph, plan)  # verifies: runs, same output shapes
+        except PruningVerificationError:  # as StructuredPruner does: leave whole what breaks the model
+            plan, dropped = drop_unverifiable(model, graph, plan)
+            pruned, _ = apply_plan(model, graph, plan)
+            row.prunable -= len(dropped)
+            row.reason = f"{len(dropped)} group(s) left whole, their cut breaks the model: {next(iter(dropped.values()))[:90]}"
+        exact = [gid for gid in plan.removed if graph.group(gid).exact]
+        if exact:  # relative to the output scale: random-weight deep nets reach outputs of 1e2 and more
+            row.exact_diff = check_prune(model, inputs, ratio, exact_only=True, graph=graph,
+                                         only=set(exact)).relative_diff
         row.params_after = sum(p.numel() for p in pruned.parameters())
         if onnx:
             row.onnx_diff = _onnx_check(pruned, inputs)
@@ -85,7 +94,7 @@ def run_one(name: str, build: Callable[[], tuple[nn.Module, Any]], *, ratio: flo
         if row.params_after >= row.params_before:
             problems.append("no parameter removed" + (f": {_first_reason(graph)}" if graph.groups else ""))
         row.status = "fail" if problems else "pass"
-        row.reason = "; ".join(problems)
+        row.reason = "; ".join(problems + ([row.reason] if row.reason else []))
     except Exception as exc:  # noqa: BLE001 - a zoo row records any failure as data
         row.reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
         if "--debug" in sys.argv:
@@ -103,9 +112,12 @@ def _onnx_check(model: nn.Module, inputs: Any) -> float:
     from prunekit.export.onnx import export_onnx, verify_onnx
 
     wrapped = FirstOutput(model).eval() if isinstance(inputs, dict) else model.eval()
+    with torch.no_grad():
+        scale = max(1.0, max(float(t.abs().max()) for t in iter_tensors(call_model(wrapped, inputs))))
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(wrapped, inputs, Path(tmp) / "m.onnx", dynamic_batch=False)
-        return verify_onnx(wrapped, path, inputs, atol=1e-3)
+        # relative to the output scale (random-init Inception reaches 1e9): float32 rounding, not pruning
+        return verify_onnx(wrapped, path, inputs, atol=1e-3 * scale) / scale
 
 
 # ---------------------------------------------------------------------------------------- sources
@@ -125,8 +137,9 @@ def _build_tv(name: str, size: int, max_params: int) -> tuple[nn.Module, torch.T
     import torchvision
 
     kwargs: dict[str, Any] = {}
-    if name.startswith("vit_"):
-        kwargs["image_size"] = max(size, 32)  # torchvision ViT takes any multiple of its patch size
+    if name.startswith("vit_"):  # torchvision ViT takes any multiple of its patch size
+        patch = int(name.rsplit("_", 1)[1])
+        kwargs["image_size"] = patch * max(2, -(-size // patch))
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
     n = sum(p.numel() for p in model.parameters())

@@ -286,11 +286,17 @@ def ratio_plan(graph: DependencyGraph, ratio: float, *, seed: int = 0, exact_onl
 
 
 def check_prune(model: nn.Module, inputs: Any, ratio: float = 0.3, *, seed: int = 0,
-                exact_only: bool = False, graph: DependencyGraph | None = None) -> PruneCheck:
-    """Prune ``model`` at ``ratio`` and compare the zeroed model with the physically pruned one."""
+                exact_only: bool = False, graph: DependencyGraph | None = None,
+                only: set[str] | None = None) -> PruneCheck:
+    """Prune ``model`` at ``ratio`` and compare the zeroed model with the physically pruned one.
+
+    ``only`` restricts the plan to those group ids.
+    """
     model.eval()
     graph = graph or build_graph(model, inputs)
     plan = ratio_plan(graph, ratio, seed=seed, exact_only=exact_only)
+    if only is not None:
+        plan = PruningPlan({g: u for g, u in plan.removed.items() if g in only}, plan.meta)
     pruned, _ = apply_plan(model, graph, plan)
     exact = all(graph.group(gid).exact for gid in plan.removed)
     zeroed = zero_plan(model, graph, plan)

@@ -88,3 +88,34 @@ def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
     got = onnx_outputs(path, x)[0]
     expected = outputs(pruned, x)[0].numpy()
     assert got.shape == expected.shape and abs(got - expected).max() <= 1e-4
+
+
+class _LiteralWidth(nn.Module):
+    """Reshapes by a width stored as a plain attribute, which no trace can tie to the cut channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.width = 16
+        self.fc, self.out = nn.Linear(8, 16), nn.Linear(16, 4)
+        self.fc2, self.out2 = nn.Linear(8, 16), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 8)
+        a = torch.relu(self.fc(x)).reshape(x.shape[0], self.width)  # breaks once fc is cut
+        return self.out(a) + self.out2(torch.relu(self.fc2(x)))
+
+
+def test_unverifiable_groups_are_left_whole_and_the_rest_is_pruned():
+    from prunekit.pruning.pruner import StructuredPruner
+    from prunekit.pruning.surgery import drop_unverifiable
+
+    torch.manual_seed(0)
+    model, x = _LiteralWidth().eval(), torch.randn(2, 8)
+    graph = build_graph(model, x)
+    plan = ratio_plan(graph, 0.5)
+    kept_plan, dropped = drop_unverifiable(model, graph, plan)
+    assert list(dropped) == ["fc.weight:0"] and "failed to run" in dropped["fc.weight:0"]
+    assert "fc2.weight:0" in kept_plan.removed
+    with pytest.warns(UserWarning, match="left whole because cutting them breaks the model"):
+        pruner = StructuredPruner(ratio=0.5, round_to=None).fit(model, x)
+        small = pruner.transform(model)
+    assert small.fc.out_features == 16 and small.fc2.out_features == 8 and small(x).shape == (2, 4)

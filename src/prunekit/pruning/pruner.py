@@ -14,7 +14,7 @@ from prunekit.errors import InvalidParameterError, NotFittedError, PrunekitWarni
 from prunekit.importance import Criterion, collect, make_criterion, score_groups
 from prunekit.importance.reduce import get_normalizer, get_reduction
 from prunekit.pruning.allocate import TARGETS, allocate
-from prunekit.pruning.surgery import SurgeryRecord, apply_plan
+from prunekit.pruning.surgery import PruningVerificationError, SurgeryRecord, apply_plan, drop_unverifiable
 
 Cost = Callable[[nn.Module], float]
 
@@ -137,7 +137,15 @@ class StructuredPruner:
             raise NotFittedError(
                 f"This {type(self).__name__} is not fitted yet: call fit(model, example_inputs) before transform"
             )
-        pruned, record = apply_plan(model, self.graph_, self.plan_, inplace=inplace)
+        try:
+            pruned, record = apply_plan(model, self.graph_, self.plan_, inplace=inplace)
+        except PruningVerificationError:
+            # Leave whole the groups whose cut alone breaks the model; say which and why.
+            self.plan_, self.dropped_ = drop_unverifiable(model, self.graph_, self.plan_)
+            warnings.warn(f"{len(self.dropped_)} group(s) left whole because cutting them breaks the model "
+                          f"(first: {next(iter(self.dropped_.items()), ('', ''))}); add their layers to 'ignore' "
+                          "to silence this", PrunekitWarning, stacklevel=2)
+            pruned, record = apply_plan(model, self.graph_, self.plan_, inplace=inplace)
         self.record_: SurgeryRecord = record
         return pruned
 

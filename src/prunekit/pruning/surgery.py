@@ -236,6 +236,26 @@ def apply_plan(model: nn.Module, graph: DependencyGraph, plan: PruningPlan, *, i
     return pruned, record
 
 
+def drop_unverifiable(model: nn.Module, graph: DependencyGraph, plan: PruningPlan
+                      ) -> tuple[PruningPlan, dict[str, str]]:
+    """The plan without the groups whose cut alone breaks the model, and why each was dropped.
+
+    Code the trace cannot see through (a reshape whose sizes come from another tensor's width, as
+    in torchvision's Swin attention) makes some cuts fail verification. Each planned group is
+    tried alone on a copy; those that fail are left whole, so the rest of the plan still applies.
+    """
+    dropped: dict[str, str] = {}
+    for gid, units in plan.removed.items():
+        if not units:
+            continue
+        try:
+            apply_plan(model, graph, PruningPlan({gid: units}))
+        except PruningVerificationError as exc:
+            dropped[gid] = str(exc).split(";")[0]
+    kept = {gid: units for gid, units in plan.removed.items() if gid not in dropped}
+    return PruningPlan(kept, {**plan.meta, "dropped_unverifiable": sorted(dropped)}), dropped
+
+
 def verify_pruned(pruned: nn.Module, graph: DependencyGraph) -> None:
     training = pruned.training
     pruned.eval()

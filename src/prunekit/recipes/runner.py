@@ -172,9 +172,13 @@ class _Run:
         spec, rec = r.pruning, r.recovery
         teacher = dense if rec.distillation.enabled else None
 
+        cut_accuracy: dict[str, float | None] = {}  # of the LAST cut, before and after recalibration
+
         def recover_between(model: nn.Module) -> None:
+            cut_accuracy["cut"] = self.torch_metrics(model, self.bundle.test).get("accuracy")
             if rec.bn_recalibration:
                 recalibrate_batchnorm(model, self.bundle.train, batches=20)
+                cut_accuracy["recalibrated"] = self.torch_metrics(model, self.bundle.test).get("accuracy")
             epochs = spec.schedule.finetune_epochs_between
             if epochs > 0:
                 config = self.finetune_config(epochs=epochs, lr=rec.lr, optimizer=rec.optimizer, name="between",
@@ -209,11 +213,13 @@ class _Run:
                               "do not skip zeros, so latency and MACs are not expected to drop; file size drops only "
                               "after compression of the zeros")
         model = outcome.model
-        after_cut = self.torch_metrics(model, self.bundle.test).get("accuracy")
-        after_recal = after_cut
-        if rec.bn_recalibration:
-            recalibrate_batchnorm(model, self.bundle.train, batches=20)
-            after_recal = self.torch_metrics(model, self.bundle.test).get("accuracy")
+        if "cut" in cut_accuracy and spec.schedule.finetune_epochs_between == 0:
+            after_cut, after_recal = cut_accuracy["cut"], cut_accuracy.get("recalibrated", cut_accuracy["cut"])
+        else:  # mask-based and sensitivity paths, or a schedule that already fine-tuned between steps
+            after_cut = after_recal = self.torch_metrics(model, self.bundle.test).get("accuracy")
+            if rec.bn_recalibration:
+                recalibrate_batchnorm(model, self.bundle.train, batches=20)
+                after_recal = self.torch_metrics(model, self.bundle.test).get("accuracy")
         q = r.quantization
         if q is not None and q.enabled and q.mode == "qat" and q.order == "joint":
             from prunekit.quantization import calibrate_qat, prepare_qat

@@ -62,6 +62,8 @@ def run_and_summarize(recipe: Recipe, *, resume: bool, strict: bool = False) -> 
 
     console = Console()
     report = run_recipe(recipe, console=console, resume=resume)
+    if report is None:  # a non-zero rank under torchrun: rank 0 reports
+        return
     console.print(summary_table(report))
     for line in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(str(line))}")

@@ -36,7 +36,24 @@ class PruneOutcome:
 def _cost(model: nn.Module, example: Any, metric: str) -> float:
     if metric == "params":
         return float(count_params(model))
+    if metric == "latency":
+        return measured_latency_ms(model, example)
     return float(count_macs(model, example).total)
+
+
+def measured_latency_ms(model: nn.Module, example: Any, *, runs: int = 40) -> float:
+    """ONNX Runtime p50 latency (ms) of ``model`` at batch 1: the cost for latency targets."""
+    import tempfile
+    from pathlib import Path
+
+    from prunekit.evaluation.latency import onnx_latency
+    from prunekit.export.onnx import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(copy.deepcopy(model).eval(), example, Path(tmp) / "m.onnx")
+        timings = onnx_latency({"m": path}, input_shape=tuple(example.shape[1:]), batch_sizes=(1,),
+                               runs=runs, warmup=5)
+    return float(timings["m"][1]["p50_ms"])
 
 
 def _structured_step(model: nn.Module, spec: PruningSpec, example: Any, bundle: DataBundle, *,
@@ -53,8 +70,10 @@ def _structured_step(model: nn.Module, spec: PruningSpec, example: Any, bundle: 
     ratio = min(max(ratio, 0.0), 0.95)
     if ratio <= 1e-6:
         return model, None, None
+    latency = metric == "latency"
     pruner = StructuredPruner(
-        criterion=spec.criterion, ratio=ratio, target=metric, scope=spec.scope,
+        criterion=spec.criterion, ratio=ratio, target="cost" if latency else metric, scope=spec.scope,
+        cost=(lambda m: measured_latency_ms(m, example)) if latency else None,
         round_to=spec.round_to if spec.round_to > 1 else None, min_keep=spec.min_keep,
         ignore=tuple(spec.ignore), per_module=dict(spec.per_layer) or None, seed=seed,
     )
@@ -107,7 +126,7 @@ def run_structured(model: nn.Module, spec: PruningSpec, example: Any, bundle: Da
 
     metric = spec.target.metric
     reference = reference if reference is not None else model
-    dense_cost = _cost(reference, example, "params" if metric == "params" else "macs")
+    dense_cost = _cost(reference, example, "macs" if metric == "channels" else metric)
     dense_units = sum(g.size for g in _graph(model, example).prunable_groups()) if metric == "channels" else 0
     state: dict[str, Any] = {"model": model, "record": record or SurgeryRecord(), "groups": []}
 

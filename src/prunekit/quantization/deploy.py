@@ -76,6 +76,7 @@ def quantize_for_deployment(
     batch_sizes: Sequence[int] = (1, 32),
     repeats: int = 50,
     threads: int = 1,
+    per_layer_speed: bool = False,
 ) -> QuantResult:
     """Export ``model`` to ONNX, quantize it to int8, check accuracy, time both and choose.
 
@@ -87,6 +88,9 @@ def quantize_for_deployment(
         ``onnx_path -> score`` (higher is better); with ``tolerance`` it drives the accuracy fallback.
     tolerance
         Largest accepted ``float_score - int8_score`` (e.g. 0.01 for one accuracy point).
+    per_layer_speed
+        Also keep in float each Conv/Gemm/MatMul whose int8 version makes the model slower
+        (:func:`prunekit.quantization.layer_speed.keep_slow_layers_float`).
 
     Raises
     ------
@@ -121,6 +125,14 @@ def quantize_for_deployment(
     if eval_fn is not None and float_score is None:
         float_score, int8_score = float(eval_fn(str(fp32))), float(eval_fn(str(int8)))
     feeds_by_batch = {b: _batch_feed(example_input, names, b) for b in batch_sizes}
+    if per_layer_speed and mode == "static":
+        from prunekit.quantization.layer_speed import keep_slow_layers_float
+
+        kept.update(keep_slow_layers_float(fp32, int8, feeds, spec=spec, timing_feeds=feeds_by_batch,
+                                           workdir=workdir, excluded=list(kept), overrides=overrides,
+                                           threads=threads))
+        if eval_fn is not None:
+            int8_score = float(eval_fn(str(int8)))
     latency = measure_latency({"fp32": fp32, "int8": int8}, feeds_by_batch, repeats=repeats, threads=threads)
     chosen, reason = choose_faster(latency, candidate="int8", baseline="fp32", batches=batch_sizes)
     return QuantResult(

@@ -421,7 +421,7 @@ class _Run:
         result = quantize_for_deployment(
             model.eval(), self.example, self.bundle.calib, workdir=self.work / "quantization", spec=spec, mode=mode,
             eval_fn=score if q.tolerance is not None else None, tolerance=q.tolerance,
-            batch_sizes=tuple(r.evaluation.batch_sizes))
+            batch_sizes=tuple(r.evaluation.batch_sizes), per_layer_speed=q.per_layer_speed)
         final = self.work / ("compressed.int8.onnx" if result.chosen == "int8" else "compressed.onnx")
         shutil.copyfile(result.chosen_path, final)
         info = QuantizationInfo(mode=result.mode, method=result.method, float_layers=dict(result.kept_float),

@@ -259,6 +259,7 @@ class QuantizationSpec(_Section):
     percentile: Annotated[float, _interval(0, 100, low_closed=False, high_closed=True)] = 99.99
     calibration_samples: PositiveInt = 256
     per_channel: bool = True
+    per_layer_speed: bool = True  # keep in float each layer whose int8 version is measured slower
     order: Literal["sequential", "joint"] = "sequential"
     tolerance: NonNegative | None = 0.01  # max accuracy drop int8 vs float; None = never fall back
     qat_epochs: Count = 2

@@ -31,10 +31,21 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             close = difflib.get_close_matches(name, self._items, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise InvalidParameterError(
-                f"unknown {self.kind} '{name}'{hint} known: {', '.join(sorted(self._items))}"
+                f"unknown {self.kind} '{name}'{hint}; known: {', '.join(sorted(self._items))}"
             ) from None
+
+    def resolve(self, value: "str | T", *, param: str, owner: str) -> T:
+        """A callable given directly, or the registered item of that name, with the standard message."""
+        if callable(value):
+            return value  # type: ignore[return-value]
+        if not isinstance(value, str) or value not in self._items:
+            raise InvalidParameterError(
+                f"The '{param}' parameter of {owner} must be one of {self.names()} or a callable. "
+                f"Got {value!r} instead."
+            )
+        return self._items[value]
 
     def names(self) -> list[str]:
         return sorted(self._items)

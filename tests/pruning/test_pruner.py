@@ -60,7 +60,7 @@ def test_transform_before_fit_raises(mlp):
     ({"min_keep": 0}, "'min_keep' parameter"),
     ({"ignore": "head"}, "'ignore' parameter"),
     ({"per_module": {"net.1": -0.1}}, "per_module\\['net.1'\\]"),
-    ({"criterion": "tayler"}, "unknown criterion 'tayler'; did you mean 'taylor'"),
+    ({"criterion": "tayler"}, "unknown criterion 'tayler' \\(did you mean 'taylor'\\?\\)"),
     ({"reduction": "median"}, "'reduction' parameter"),
     ({"normalizer": "z"}, "'normalizer' parameter"),
     ({"target": "cost"}, "'cost' parameter"),

@@ -36,14 +36,7 @@ REDUCTIONS.register("first")(lambda s: s[0])
 
 
 def get_reduction(name: str | Callable, owner: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    if callable(name):
-        return name
-    if not isinstance(name, str) or name not in REDUCTIONS:
-        raise InvalidParameterError(
-            f"The 'reduction' parameter of {owner} must be one of {REDUCTIONS.names()} or a callable. "
-            f"Got {name!r} instead."
-        )
-    return REDUCTIONS.get(name)
+    return REDUCTIONS.resolve(name, param="reduction", owner=owner)
 
 
 class Lamp:
@@ -81,14 +74,7 @@ NORMALIZERS.register("lamp")(Lamp())
 def get_normalizer(name: str | Callable | None, owner: str) -> Callable[[torch.Tensor], torch.Tensor]:
     if name is None:
         return NORMALIZERS.get("none")
-    if callable(name):
-        return name
-    if not isinstance(name, str) or name not in NORMALIZERS:
-        raise InvalidParameterError(
-            f"The 'normalizer' parameter of {owner} must be one of {NORMALIZERS.names()} or a callable. "
-            f"Got {name!r} instead."
-        )
-    return NORMALIZERS.get(name)
+    return NORMALIZERS.resolve(name, param="normalizer", owner=owner)
 
 
 class Normalized:

@@ -49,6 +49,7 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool =
         barrier()
     if not ctx.is_main:
         return None
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)  # only an interrupted run needs them
     if out.exists():  # a previous run's output: keep one generation instead of deleting it
         previous = out.with_name(out.name + ".previous")
         if previous.exists():

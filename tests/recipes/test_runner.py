@@ -146,3 +146,25 @@ def test_recipe_variants_run_and_report(tmp_path, overrides, check):
     else:
         assert report.trajectory and all("accepted" in row for row in report.trajectory)
         assert data["compressed"]["macs"] < data["dense"]["macs"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_only_option_reports_size_and_accuracy(tmp_path, bits):
+    recipe = apply_overrides(load_recipe(builtin_recipe_path("digits_demo")), {
+        **MINIMAL, "output_dir": str(tmp_path / "run"), "model.builtin": "mlp",
+        "model.kwargs": {"in_features": 64, "hidden": [256, 128], "num_classes": 10},
+        "quantization.weight_only": {"bits": bits, "group_size": 64}, "pruning.enabled": False,
+    }, source="test")
+    report = run_recipe(recipe)
+    (row,) = [r for r in report.deployment if r["runtime"].startswith("weight-only")]
+    # Linear weights 256x64, 128x256, 10x128 = 50,432 floats = 201,728 bytes.
+    # int8: a byte per weight + a float32 scale per row: 50,432 + 4 * (256 + 128 + 10) = 52,008 bytes.
+    # int4, groups of 64: half a byte per weight + a scale per row and group:
+    #   256*32 + 256*1*4 + 128*128 + 128*4*4 + 10*64 + 10*2*4 = 28,368 bytes.
+    expected = {8: 52_008 / 201_728, 4: 28_368 / 201_728}[bits]
+    assert row["linear_weight_ratio"] == pytest.approx(expected, abs=1e-4)
+    saved = tmp_path / "run" / "compressed" / f"weight_only_int{bits}.safetensors"
+    assert saved.stat().st_size == row["file_bytes"]
+    assert saved.stat().st_size < (tmp_path / "run" / "compressed" / "model.safetensors").stat().st_size
+    assert abs(row["accuracy_delta"]) <= 0.05

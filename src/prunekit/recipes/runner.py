@@ -306,6 +306,8 @@ class _Run:
                 latency_ms={b: timings[name][b]["p50_ms"] for b in r.evaluation.batch_sizes},
                 energy_mj=energy, task_metrics=task_metrics))
         self.deployment = self.deployment_rows(dense, compressed, {"dense": dense_onnx, "compressed": deployed}, timings)
+        if q is not None and q.enabled and q.weight_only is not None:
+            self.deployment.append(self.weight_only_row(compressed))
         artifacts = {"dense_onnx": Path(dense_onnx).name, "compressed_onnx": Path(deployed).name,
                      "compressed_weights": "compressed/model.safetensors"}
         if (self.work / "compressed" / "pruning_record.json").is_file():
@@ -387,6 +389,28 @@ class _Run:
                 rows.append({"model": name, "runtime": "pytorch-train", "batch": self.bundle.train.batch_size,
                              "joules_per_epoch": round(self.train_epoch_joules(model), 3)})
         return rows
+
+    def weight_only_row(self, model: nn.Module) -> dict[str, Any]:
+        """Pack Linear weights to int8/int4, save them, and measure the size and accuracy effect."""
+        from safetensors.torch import save_file
+
+        from prunekit.quantization import compress_linear_weights, load_weight_only
+
+        spec = self.recipe.quantization.weight_only
+        self.stage(f"weight-only int{spec.bits} for Linear layers (group size {spec.group_size})")
+        packed = compress_linear_weights(model, bits=spec.bits, group_size=spec.group_size)
+        linear = {f"{name}.weight" for name in packed.packed}
+        tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k not in linear}
+        for name, p in packed.packed.items():
+            tensors[f"{name}.weight.codes"], tensors[f"{name}.weight.scales"] = p.codes, p.scales
+        path = self.work / "compressed" / f"weight_only_int{spec.bits}.safetensors"
+        save_file(tensors, str(path))
+        accuracy = self.torch_metrics(load_weight_only(model, packed), self.bundle.test).get("accuracy")
+        float_accuracy = self.torch_metrics(model, self.bundle.test).get("accuracy")
+        return {"model": "compressed", "runtime": f"weight-only int{spec.bits} (dequantized on load)",
+                "file_bytes": path.stat().st_size, "linear_weight_ratio": round(packed.weight_ratio, 4),
+                "accuracy": accuracy, "accuracy_delta": None if accuracy is None or float_accuracy is None
+                else round(accuracy - float_accuracy, 4)}
 
     def train_epoch_joules(self, model: nn.Module) -> float:
         """Energy of one fine-tuning epoch of a copy of ``model`` (counters, or an estimate noted)."""

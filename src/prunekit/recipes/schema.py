@@ -250,6 +250,13 @@ class RecoverySpec(_Section):
     distillation: DistillSpec = Field(default_factory=lambda: DistillSpec(enabled=False))
 
 
+class WeightOnlySpec(_Section):
+    """Linear weights stored as int8 (per row) or int4 (per row and group), dequantized on load."""
+
+    bits: Literal[4, 8] = 8
+    group_size: PositiveInt = 128
+
+
 class QuantizationSpec(_Section):
     """Int8 quantization through ONNX Runtime (static, dynamic) or fake-quant training (qat)."""
 
@@ -260,6 +267,7 @@ class QuantizationSpec(_Section):
     calibration_samples: PositiveInt = 256
     per_channel: bool = True
     per_layer_speed: bool = True  # keep in float each layer whose int8 version is measured slower
+    weight_only: WeightOnlySpec | None = None  # also report a weight-only int8/int4 size option
     order: Literal["sequential", "joint"] = "sequential"
     tolerance: NonNegative | None = 0.01  # max accuracy drop int8 vs float; None = never fall back
     qat_epochs: Count = 2

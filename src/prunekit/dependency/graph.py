@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ from torch import nn
 
 from prunekit.dependency.coupling import AttrFix, ConvMode, CouplingTracer
 from prunekit.dependency.groups import ChannelGroup, Slot
-from prunekit.errors import InvalidParameterError
+from prunekit.errors import InvalidParameterError, PrunekitWarning, TracingError
 from prunekit.tracing import iter_tensors, trace_ops
 
 
@@ -33,6 +34,9 @@ class DependencyGraph:
     output_shapes: list[tuple[int, ...]]
     example_inputs: Any = field(repr=False, default=None)
     root_of: dict[int, int] = field(repr=False, default_factory=dict)  # node -> root, for fixes
+    # Train-mode output shapes (None when the model could not run in train mode, see train_note).
+    train_output_shapes: list[tuple[int, ...]] | None = None
+    train_note: str = ""  # why train mode was not traced, or ""
 
     def prunable_groups(self) -> list[ChannelGroup]:
         return [g for g in self.groups if g.prunable]
@@ -52,20 +56,38 @@ class DependencyGraph:
         return "\n".join(lines)
 
 
-def build_graph(model: nn.Module, example_inputs: Any) -> DependencyGraph:
+def build_graph(model: nn.Module, example_inputs: Any, *, train_mode: bool = True) -> DependencyGraph:
     """Trace ``model`` on ``example_inputs`` and group every prunable channel axis.
 
     ``example_inputs`` is a tensor, a tuple of positional tensors, or a dict of keyword tensors.
-    The model is run once in eval mode without gradients and is not modified.
+    The model is run without gradients in eval mode, then in train mode (auxiliary heads and
+    other paths taken only when ``self.training``), and the couplings of both runs are joined;
+    it is not modified. A model that cannot run in train mode is traced in eval mode only and
+    ``train_note`` says why (a :class:`PrunekitWarning` too); ``train_mode=False`` skips that run
+    (for models that are never trained again: their train-only paths may break).
     """
     tracer = CouplingTracer(model)
-    output = trace_ops(model, example_inputs, tracer)
-    tracer._op, tracer._module = "output", "<model output>"
+    outputs = _trace_outputs(model, example_inputs, tracer, training=False)
+    train_shapes, note = None, "train mode not traced (train_mode=False)"
+    if train_mode:
+        try:
+            train_shapes, note = [tuple(t.shape) for t in _trace_outputs(model, example_inputs, tracer, training=True)], ""
+        except TracingError as exc:
+            note = f"train mode not traced, the pruned model is checked in eval mode only: {exc}"
+            warnings.warn(note, PrunekitWarning, stacklevel=2)
+    graph = _assemble(model, tracer, example_inputs, [tuple(t.shape) for t in outputs])
+    graph.train_output_shapes, graph.train_note = train_shapes, note
+    return graph
+
+
+def _trace_outputs(model: nn.Module, example_inputs: Any, tracer: CouplingTracer, *, training: bool) -> list:
+    output = trace_ops(model, example_inputs, tracer, training=training)
+    tracer._op, tracer._module = "output", "<model output>" + (" in train mode" if training else "")
     outputs = list(iter_tensors(output))
     for t in outputs:
         for nodes in tracer.get(t):
             tracer.freeze(nodes, "model output keeps its shape")
-    return _assemble(model, tracer, example_inputs, [tuple(t.shape) for t in outputs])
+    return outputs
 
 
 def _assemble(model: nn.Module, tracer: CouplingTracer, example_inputs: Any,

@@ -20,7 +20,7 @@ from torch import nn
 from prunekit.dependency.graph import DependencyGraph
 from prunekit.dependency.groups import PruningPlan
 from prunekit.errors import InvalidParameterError, SourceError, UnsupportedLayerError
-from prunekit.tracing import call_model, iter_tensors
+from prunekit.tracing import call_model, iter_tensors, training_mode
 
 
 class PruningVerificationError(UnsupportedLayerError):
@@ -257,21 +257,55 @@ def drop_unverifiable(model: nn.Module, graph: DependencyGraph, plan: PruningPla
 
 
 def verify_pruned(pruned: nn.Module, graph: DependencyGraph) -> None:
+    """Run ``pruned`` on the graph's example inputs: eval forward, then train forward + backward.
+
+    Each must run and keep the original output shapes of its mode: the fine-tune stage trains the
+    pruned model, so a train-only path (an auxiliary head) must survive the cut too. The model's
+    modes, buffers (BatchNorm statistics), gradients and the global RNG are left as they were.
+    """
     training = pruned.training
     pruned.eval()
     try:
         with torch.no_grad():
             out = call_model(pruned, graph.example_inputs)
     except Exception as exc:
-        raise PruningVerificationError(
-            f"the pruned model failed to run ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "a layer the engine could not see through was cut: add it to 'ignore' and report the model") from exc
+        raise _run_failed(exc, "") from exc
     finally:
         pruned.train(training)
-    shapes = [tuple(t.shape) for t in iter_tensors(out)]
-    if shapes != graph.output_shapes:
+    _check_shapes([tuple(t.shape) for t in iter_tensors(out)], graph.output_shapes, "")
+    if graph.train_output_shapes is not None:
+        _check_shapes(_train_step_shapes(pruned, graph.example_inputs), graph.train_output_shapes, " in train mode")
+
+
+def _train_step_shapes(model: nn.Module, example_inputs: Any) -> list[tuple[int, ...]]:
+    """One train-mode forward and backward (gradients discarded); the output shapes."""
+    grads = {p: p.grad for p in model.parameters()}
+    try:
+        with training_mode(model), torch.enable_grad():
+            out = call_model(model, example_inputs)
+            tensors = list(iter_tensors(out))
+            loss = sum((t.float().sum() for t in tensors if t.is_floating_point() and t.requires_grad), torch.zeros(()))
+            if loss.requires_grad:
+                loss.backward()
+    except Exception as exc:
+        raise _run_failed(exc, " in train mode (forward and backward)") from exc
+    finally:
+        for p, g in grads.items():
+            p.grad = g
+    return [tuple(t.shape) for t in tensors]
+
+
+def _run_failed(exc: Exception, mode: str) -> PruningVerificationError:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return PruningVerificationError(
+        f"the pruned model failed to run{mode} ({type(exc).__name__}: {first}); "
+        "a layer the engine could not see through was cut: add it to 'ignore' and report the model")
+
+
+def _check_shapes(shapes: list, expected: list, mode: str) -> None:
+    if shapes != expected:
         raise PruningVerificationError(
-            f"the pruned model's output shapes {shapes} differ from the original {graph.output_shapes}; "
+            f"the pruned model's output shapes{mode} {shapes} differ from the original {expected}; "
             "add the layer feeding the output to 'ignore'")
 
 

@@ -9,6 +9,7 @@ The cost is one forward pass on the example inputs.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from prunekit.errors import TracingError
+from prunekit.tracing.modes import training_mode
 
 # Calls that only read metadata; they never carry channels anywhere.
 _METADATA = {
@@ -70,11 +72,12 @@ def iter_tensors(obj: Any):
             yield from iter_tensors(v)
 
 
-def trace_ops(model: nn.Module, example_inputs: Any, visitor: Visitor) -> Any:
-    """Run ``model`` once in eval mode without gradients, calling ``visitor`` for each op.
+def trace_ops(model: nn.Module, example_inputs: Any, visitor: Visitor, *, training: bool = False) -> Any:
+    """Run ``model`` once without gradients, calling ``visitor`` for each op.
 
-    The visitor receives ``(name, func, args, kwargs, output, module_path)``. The model's
-    training flags are restored afterwards; nothing else is changed.
+    The visitor receives ``(name, func, args, kwargs, output, module_path)``. Eval mode by
+    default; ``training=True`` runs the train-mode paths (see :func:`training_mode`). The model's
+    training flags, buffers and the global RNG are restored afterwards; nothing else is changed.
     """
     stack: list[str] = []
     handles = []
@@ -91,15 +94,17 @@ def trace_ops(model: nn.Module, example_inputs: Any, visitor: Visitor) -> Any:
         handles.append(module.register_forward_pre_hook(enter(path)))
         handles.append(module.register_forward_hook(leave))
     modes = {m: m.training for m in model.modules()}
-    model.eval()
+    mode = training_mode(model) if training else contextlib.nullcontext()
+    if not training:
+        model.eval()
     try:
-        with torch.no_grad(), _Recorder(visitor, stack):
+        with mode, torch.no_grad(), _Recorder(visitor, stack):
             return call_model(model, example_inputs)
     except TracingError:
         raise
     except Exception as exc:  # the user's model failed to run: say so in one line
         raise TracingError(
-            f"model {type(model).__name__} could not run on the example inputs "
+            f"model {type(model).__name__} could not run{' in train mode' if training else ''} on the example inputs "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
             "check the input shape/dtype, or pass a dict of keyword inputs"
         ) from exc

@@ -45,7 +45,7 @@ def test_verification_leaves_statistics_gradients_modes_and_rng_alone() -> None:
     torch.manual_seed(0)
     model, x = ConvBNResidual(), torch.randn(2, 3, 8, 8)
     graph = build_graph(model, x)
-    assert graph.train_output_shapes == [(2, 5)] and graph.train_note == ""
+    assert graph.train_output_shapes == [(2, 5)] and graph.train_note == "" and graph.train_backward
     pruned, _ = apply_plan(model, graph, ratio_plan(graph, 0.5))
     pruned.bn.train()  # a mix of modes must come back as it was
     before = {k: v.clone() for k, v in pruned.state_dict().items()}

@@ -52,27 +52,26 @@ class ConvMode:
 
 
 ELEMENTWISE = set(
-    """add __add__ __radd__ __iadd__ add_ sub __sub__ __rsub__ __isub__ sub_ rsub mul __mul__ __rmul__
+    """add __add__ __radd__ __iadd__ add_ sub __sub__ __rsub__ __isub__ sub_ rsub mul __mul__ __rmul__ __rdiv__
     __imul__ mul_ div __truediv__ __rtruediv__ __itruediv__ div_ true_divide floor_divide __floordiv__
     __rfloordiv__ remainder __mod__ fmod pow __pow__ __rpow__ float_power neg __neg__ negative abs __abs__
     exp exp2 expm1 log log2 log10 log1p sqrt rsqrt square reciprocal sign sin cos tan sinh cosh tanh asin
     acos atan atan2 sigmoid relu relu_ relu6 gelu silu silu_ mish hardswish hardsigmoid hardtanh hardtanh_
-    leaky_relu leaky_relu_ elu elu_ selu celu softplus softsign tanhshrink threshold logsigmoid
+    leaky_relu leaky_relu_ elu elu_ selu celu softplus softsign tanhshrink threshold logsigmoid log_sigmoid
     clamp clamp_ clip clamp_min clamp_max where masked_fill masked_fill_ maximum minimum fmax fmin erf erfc
     lerp addcmul addcdiv logical_and logical_or logical_not logical_xor eq ne gt lt ge le __eq__ __ne__
     __gt__ __lt__ __ge__ __le__ __and__ __or__ __xor__ __invert__ bitwise_and bitwise_or bitwise_not
     isnan isinf isfinite nan_to_num type_as fill_ zero_ copy_ round floor ceil trunc frac hypot
     dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout
     contiguous clone detach detach_ to type float half double bfloat16 int long bool cpu cuda
-    requires_grad_ sigmoid_ tanh_ exp_ div_ mul_ add_ clamp_ masked_scatter gelu_ hardswish_
-    rrelu celu_ selu_ softmin _to_copy""".split()
+    requires_grad_ sigmoid_ tanh_ exp_ div_ mul_ add_ clamp_ gelu_ hardswish_
+    rrelu celu_ selu_ _to_copy hardshrink softshrink logit sinc xlogy sgn deg2rad rad2deg heaviside""".split()
 )
 REDUCTIONS = set("sum mean amax amin max min var std norm logsumexp prod nansum nanmean median mode "
                  "count_nonzero any all var_mean std_mean linalg_vector_norm vector_norm".split())
 _ORD_FIRST = {"norm", "linalg_vector_norm", "vector_norm"}
 ORDERING = set("cumsum cumprod argsort sort topk argmax argmin kthvalue cummax cummin".split())
-RESHAPES = set("view reshape flatten unflatten view_as reshape_as squeeze unsqueeze squeeze_ unsqueeze_ "
-               "_unsafe_view ravel".split())
+RESHAPES = set("view reshape flatten unflatten view_as reshape_as squeeze unsqueeze _unsafe_view ravel".split())
 IDENTITY_GETTERS = {"data"}
 
 _EXTRA_ELEMENTWISE: set[str] = set()
@@ -127,6 +126,10 @@ class CouplingTracer:
         lab = self.labels.get(id(t))
         if lab is not None and len(lab) == t.dim():
             return lab
+        if lab is not None:  # its rank changed in place by an op no rule followed: channels lost
+            for nodes in lab:
+                self.freeze(nodes, "tensor reshaped in place")
+            self.labels[id(t)] = [None] * t.dim()
         name = self._name(t)
         if name is not None and t.is_floating_point():  # a bare parameter or buffer used directly
             lab = [None] * t.dim()
@@ -325,8 +328,12 @@ class CouplingTracer:
         x = _arg(args, kwargs, 0, "input")
         lab = self.get(x)
         dim = _arg(args, kwargs, 1, "dim")
-        if dim is not None and lab and lab[_norm_axis(dim, len(lab))] is not None:
-            self.sets.mark_inexact(lab[_norm_axis(dim, len(lab))], f"softmax over the axis ({self.where()})")
+        # softmax, log_softmax and softmin normalise over ``dim``: a removed unit leaves the sum.
+        # Without a dim, torch picks one from the rank; every labelled axis is then suspect.
+        axes = range(len(lab)) if dim is None else [_norm_axis(dim, len(lab))]
+        for ax in axes:
+            if lab[ax] is not None:
+                self.sets.mark_inexact(lab[ax], f"{self._op} over the axis ({self.where()})")
         if isinstance(out, torch.Tensor):
             self._store(out, list(lab))
 
@@ -340,7 +347,8 @@ class CouplingTracer:
     def _ordering(self, args: tuple, kwargs: dict, out: Any) -> None:
         x = _arg(args, kwargs, 0, "input")
         lab = self.get(x)
-        dim = _arg(args, kwargs, 1, "dim", -1)
+        k_first = self._op in ("topk", "kthvalue")  # topk(x, k, dim), kthvalue(x, k, dim)
+        dim = _arg(args, kwargs, 2 if k_first else 1, "dim", -1)
         if dim is None:
             self.freeze_all([x], f"'{self._op}' over flattened channels")
             return
@@ -348,9 +356,12 @@ class CouplingTracer:
         self.freeze(lab[d], f"'{self._op}' orders positions along a channel axis")
         new = list(lab)
         new[d] = None
+        reduced = new[:d] + new[d + 1:]  # argmax / argmin / kthvalue without keepdim
         for o in out if isinstance(out, (tuple, list)) else [out]:
             if isinstance(o, torch.Tensor) and o.dim() == len(lab):
                 self._store(o, new)
+            elif isinstance(o, torch.Tensor) and o.dim() == len(lab) - 1:
+                self._store(o, reduced)
 
     # ------------------------------------------------------------------ layers
     def _linear(self, args: tuple, kwargs: dict, out: Any) -> None:
@@ -605,6 +616,28 @@ class CouplingTracer:
         self._store(out, [seen.get(letter) for letter in rhs])
 
     # ------------------------------------------------------------------ shapes
+    def _reshape_inplace(self, args: tuple, kwargs: dict, out: Any) -> None:
+        """``x.squeeze_(d)`` / ``x.unsqueeze_(d)``: x already has its new rank; its labels do not."""
+        x = args[0]
+        old = self.labels.get(id(x))
+        if old is None or len(old) == x.dim():
+            if old is None:
+                return
+            self._store(x, list(old))  # squeeze_ of an axis larger than one: nothing changed
+            return
+        dim = _arg(args, kwargs, 1, "dim")
+        if self._op == "unsqueeze_":
+            d = _norm_axis(dim, x.dim())
+            self._store(x, old[:d] + [None] + old[d:])
+        elif isinstance(dim, int):
+            d = _norm_axis(dim, len(old))
+            self.freeze(old[d], "reshape drops a channel axis")
+            self._store(x, old[:d] + old[d + 1:])
+        else:
+            for nodes in old:
+                self.freeze(nodes, "in-place squeeze of unknown axes")
+            self._store(x, [None] * x.dim())
+
     def _reshape(self, args: tuple, kwargs: dict, out: Any) -> None:
         x = args[0] if args else kwargs.get("input")
         if not isinstance(out, torch.Tensor) or not isinstance(x, torch.Tensor):
@@ -831,8 +864,9 @@ class CouplingTracer:
                 base = nodes[: pieces[0]]
                 for i in range(1, len(pieces)):
                     self.couple(base, nodes[i * pieces[0] : (i + 1) * pieces[0]])
-                if isinstance(size_arg, int):
-                    self._fix_split_size(size_arg, base)
+                # chunk(n) keeps n pieces as widths shrink; split(size) must have its size updated
+                if self._op == "split" and not (isinstance(size_arg, int) and self._fix_split_size(size_arg, base)):
+                    self.freeze(nodes, "split by a size the engine cannot update (a literal or another tensor's width)")
             elif len(pieces) > 1:
                 self.freeze(nodes, "split into unequal pieces along a channel axis")
         start = 0
@@ -842,13 +876,15 @@ class CouplingTracer:
             self._store(o, piece)
             start += size
 
-    def _fix_split_size(self, size: int, nodes: np.ndarray) -> None:
+    def _fix_split_size(self, size: int, nodes: np.ndarray) -> bool:
+        """A split size read from a module attribute (GPT-2's ``split_size``): it follows the cut."""
         module = self.modules.get(self._module)
-        if module is None:
-            return
-        for attr, value in vars(module).items():
+        found = False
+        for attr, value in (vars(module).items() if module is not None else ()):
             if isinstance(value, int) and not isinstance(value, bool) and value == size and "split" in attr.lower():
                 self.fixes.append(AttrFix(self._module, attr, size, nodes))
+                found = True
+        return found
 
     def _getitem(self, args: tuple, kwargs: dict, out: Any) -> None:
         x, index = args[0], args[1]
@@ -939,6 +975,7 @@ for _names, _rule in [
     ("addmm baddbmm addbmm", CouplingTracer._addmm),
     ("einsum", CouplingTracer._einsum),
     (" ".join(RESHAPES), CouplingTracer._reshape),
+    ("squeeze_ unsqueeze_", CouplingTracer._reshape_inplace),
     ("permute transpose transpose_ swapaxes swapdims t movedim moveaxis", CouplingTracer._permute),
     ("expand expand_as broadcast_to", CouplingTracer._expand),
     ("repeat tile", CouplingTracer._repeat),
@@ -949,7 +986,7 @@ for _names, _rule in [
     ("__getitem__", CouplingTracer._getitem),
     ("__setitem__", CouplingTracer._setitem),
     (" ".join(REDUCTIONS), CouplingTracer._reduce),
-    ("softmax log_softmax _softmax", CouplingTracer._softmax),
+    ("softmax log_softmax _softmax softmin", CouplingTracer._softmax),
     ("normalize", CouplingTracer._normalize),
     (" ".join(ORDERING), CouplingTracer._ordering),
     ("interpolate upsample upsample_nearest upsample_bilinear", CouplingTracer._resample),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from prunekit.dependency.coupling import AttrFix, ConvMode, CouplingTracer
@@ -36,7 +37,8 @@ class DependencyGraph:
     root_of: dict[int, int] = field(repr=False, default_factory=dict)  # node -> root, for fixes
     # Train-mode output shapes (None when the model could not run in train mode, see train_note).
     train_output_shapes: list[tuple[int, ...]] | None = None
-    train_note: str = ""  # why train mode was not traced, or ""
+    train_note: str = ""  # why train mode was not traced or not backpropagated, or ""
+    train_backward: bool = False  # the original model backpropagates: verification does it too
 
     def prunable_groups(self) -> list[ChannelGroup]:
         return [g for g in self.groups if g.prunable]
@@ -68,16 +70,34 @@ def build_graph(model: nn.Module, example_inputs: Any, *, train_mode: bool = Tru
     """
     tracer = CouplingTracer(model)
     outputs = _trace_outputs(model, example_inputs, tracer, training=False)
-    train_shapes, note = None, "train mode not traced (train_mode=False)"
+    train_shapes, note, backward = None, "train mode not traced (train_mode=False)", False
     if train_mode:
         try:
-            train_shapes, note = [tuple(t.shape) for t in _trace_outputs(model, example_inputs, tracer, training=True)], ""
+            train_outputs = _trace_outputs(model, example_inputs, tracer, training=True)
+            train_shapes, note = [tuple(t.shape) for t in train_outputs], ""
+            backward, note = _backward_runs(model, train_outputs)
         except TracingError as exc:
             note = f"train mode not traced, the pruned model is checked in eval mode only: {exc}"
             warnings.warn(note, PrunekitWarning, stacklevel=2)
     graph = _assemble(model, tracer, example_inputs, [tuple(t.shape) for t in outputs])
-    graph.train_output_shapes, graph.train_note = train_shapes, note
+    graph.train_output_shapes, graph.train_note, graph.train_backward = train_shapes, note, backward
     return graph
+
+
+def _backward_runs(model: nn.Module, outputs: list) -> tuple[bool, str]:
+    """Can the original model backpropagate? If not, verification cannot ask it of the pruned one."""
+    grads = {p: p.grad for p in model.parameters()}
+    try:
+        loss = sum((t.float().sum() for t in outputs if t.is_floating_point() and t.requires_grad), torch.zeros(()))
+        if not loss.requires_grad:
+            return False, "no output needs gradients: the train-mode check runs the forward only"
+        loss.backward()
+        return True, ""
+    except RuntimeError as exc:
+        return False, f"the model's backward fails ({str(exc).splitlines()[0]}): the train-mode check runs the forward only"
+    finally:
+        for p, g in grads.items():
+            p.grad = g
 
 
 def _trace_outputs(model: nn.Module, example_inputs: Any, tracer: CouplingTracer, *, training: bool) -> list:

@@ -274,10 +274,11 @@ def verify_pruned(pruned: nn.Module, graph: DependencyGraph) -> None:
         pruned.train(training)
     _check_shapes([tuple(t.shape) for t in iter_tensors(out)], graph.output_shapes, "")
     if graph.train_output_shapes is not None:
-        _check_shapes(_train_step_shapes(pruned, graph.example_inputs), graph.train_output_shapes, " in train mode")
+        shapes = _train_step_shapes(pruned, graph.example_inputs, backward=graph.train_backward)
+        _check_shapes(shapes, graph.train_output_shapes, " in train mode")
 
 
-def _train_step_shapes(model: nn.Module, example_inputs: Any) -> list[tuple[int, ...]]:
+def _train_step_shapes(model: nn.Module, example_inputs: Any, *, backward: bool) -> list[tuple[int, ...]]:
     """One train-mode forward and backward (gradients discarded); the output shapes."""
     grads = {p: p.grad for p in model.parameters()}
     try:
@@ -285,10 +286,10 @@ def _train_step_shapes(model: nn.Module, example_inputs: Any) -> list[tuple[int,
             out = call_model(model, example_inputs)
             tensors = list(iter_tensors(out))
             loss = sum((t.float().sum() for t in tensors if t.is_floating_point() and t.requires_grad), torch.zeros(()))
-            if loss.requires_grad:
+            if backward and loss.requires_grad:
                 loss.backward()
     except Exception as exc:
-        raise _run_failed(exc, " in train mode (forward and backward)") from exc
+        raise _run_failed(exc, " in train mode (forward and backward)" if backward else " in train mode") from exc
     finally:
         for p, g in grads.items():
             p.grad = g

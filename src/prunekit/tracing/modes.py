@@ -30,8 +30,8 @@ def training_mode(model: nn.Module) -> Iterator[nn.Module]:
             yield model
     finally:
         with torch.no_grad():
-            for buffer, value in saved:
-                if buffer.shape == value.shape:
+            for buffer, value in saved:  # only those that changed: a write would void a pending backward
+                if buffer.shape == value.shape and not torch.equal(buffer, value):
                     buffer.copy_(value)
         for m, flag in flags.items():
             m.train(flag)

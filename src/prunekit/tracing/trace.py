@@ -73,10 +73,11 @@ def iter_tensors(obj: Any):
 
 
 def trace_ops(model: nn.Module, example_inputs: Any, visitor: Visitor, *, training: bool = False) -> Any:
-    """Run ``model`` once without gradients, calling ``visitor`` for each op.
+    """Run ``model`` once, calling ``visitor`` for each op.
 
-    The visitor receives ``(name, func, args, kwargs, output, module_path)``. Eval mode by
-    default; ``training=True`` runs the train-mode paths (see :func:`training_mode`). The model's
+    The visitor receives ``(name, func, args, kwargs, output, module_path)``. Eval mode without
+    gradients by default; ``training=True`` runs the train-mode paths (see :func:`training_mode`)
+    with gradients recorded, so the caller can try a backward on the output. The model's
     training flags, buffers and the global RNG are restored afterwards; nothing else is changed.
     """
     stack: list[str] = []
@@ -98,7 +99,7 @@ def trace_ops(model: nn.Module, example_inputs: Any, visitor: Visitor, *, traini
     if not training:
         model.eval()
     try:
-        with mode, torch.no_grad(), _Recorder(visitor, stack):
+        with mode, torch.set_grad_enabled(training), _Recorder(visitor, stack):
             return call_model(model, example_inputs)
     except TracingError:
         raise

@@ -55,18 +55,18 @@ def test_per_sample_gate_gradients_match_the_chain_rule(two_layer, hidden_group,
     np.testing.assert_allclose(stats.g_sum.numpy(), g.sum(0), rtol=1e-6)
     np.testing.assert_allclose(stats.g2_sum.numpy(), (g ** 2).sum(0), rtol=1e-6)
     np.testing.assert_allclose(stats.batch_mean_sq.numpy(), g.mean(0) ** 2, rtol=1e-6)
-    np.testing.assert_allclose(GateTaylor()(hidden_group, ctx).numpy(), g.mean(0) ** 2, rtol=1e-6)
-    np.testing.assert_allclose(GateTaylor("sample")(hidden_group, ctx).numpy(), (g ** 2).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(GateTaylor("batch")(hidden_group, ctx).numpy(), g.mean(0) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(GateTaylor()(hidden_group, ctx).numpy(), (g ** 2).mean(0), rtol=1e-6)
     np.testing.assert_allclose(GateFisher()(hidden_group, ctx).numpy(), 0.5 * (g ** 2).mean(0), rtol=1e-6)
     np.testing.assert_allclose(TaylorFirstOrder()(hidden_group, ctx).numpy(), -g.mean(0), rtol=1e-6)
 
 
 def test_taylor_accumulates_per_batch_squares(two_layer, hidden_group):
-    """Two batches of one sample: per-batch Taylor averages (g_b)**2 over the batches."""
+    """Two batches of one sample: per-batch Taylor averages (g_b)**2 over the batches (= per sample here)."""
     data = [(X2[:1], C2[:1]), (X2[1:], C2[1:])]
     ctx = collect(two_layer, data, needs={"gates"}, loss_fn=per_sample_linear, groups=[hidden_group])
     g = hand_gate_grads(two_layer)
-    np.testing.assert_allclose(GateTaylor()(hidden_group, ctx).numpy(), (g ** 2).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(GateTaylor("batch")(hidden_group, ctx).numpy(), (g ** 2).mean(0), rtol=1e-6)
     assert ctx.gates[hidden_group.id].g_sum.shape == (3,)  # memory: one value per unit, whatever the batches
     with pytest.raises(Exception, match="'accumulate' parameter of GateTaylor must be 'batch' or 'sample'"):
         GateTaylor("epoch")

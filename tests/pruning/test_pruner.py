@@ -136,8 +136,7 @@ def test_attention_heads_are_scored_by_mask_gradient_and_pruned():
     assert small.q.out_features == 4 and small.o.in_features == 4 and small(x).shape == (1, 3)
 
 
-@pytest.mark.parametrize("criterion", ["l1", "l2", "taylor", "taylor_sample", "taylor_first_order",
-                                       "taylor_second_order", "taylor_weight", "taylor_elementwise", "gradient",
+@pytest.mark.parametrize("criterion", ["l1", "l2", "taylor", "taylor_batch", "taylor_weight", "taylor_elementwise", "gradient",
                                        "obd", "obd_weight", "obd_weight_hutchinson", "fisher", "fisher_weight",
                                        "apoz", "activation", "random", "lamp"])
 def test_every_criterion_prunes_a_residual_cnn_globally(criterion):

@@ -11,11 +11,29 @@ from prunekit.dependency.groups import ChannelGroup
 from prunekit.importance import APoZ, HeadImportance, MeanActivation, UnscorableGroupError, collect
 
 
-def test_apoz_and_mean_activation_on_hand_values(two_layer, calib, hidden_group):
-    ctx = collect(two_layer, calib, needs={"activations"})
-    # fc1 outputs (pre-ReLU): [3.1, -0.2, -3.7] and [-1.9, -0.45, 3.8]
+def test_apoz_and_mean_activation_are_read_after_the_relu(two_layer, calib, hidden_group):
+    ctx = collect(two_layer, calib, needs={"activations"}, groups=[hidden_group])
+    # fc1 outputs (pre-ReLU): [3.1, -0.2, -3.7] and [-1.9, -0.45, 3.8]; fc2 reads [3.1, 0, 0], [0, 0, 3.8]
     torch.testing.assert_close(APoZ()(hidden_group, ctx), torch.tensor([0.5, 0.0, 0.5]))
-    torch.testing.assert_close(MeanActivation()(hidden_group, ctx), torch.tensor([2.5, 0.325, 3.75]))
+    torch.testing.assert_close(MeanActivation()(hidden_group, ctx), torch.tensor([1.55, 0.0, 1.9]))
+
+
+def test_activation_statistics_follow_batchnorm_and_relu(make_slot):
+    """conv -> BN -> ReLU -> conv: the statistics are of what the second conv reads."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.BatchNorm2d(2), nn.ReLU(), nn.Conv2d(2, 1, 1)).eval()
+    with torch.no_grad():
+        model[1].running_mean.copy_(torch.tensor([1.0, -1.0]))
+        model[1].bias.copy_(torch.tensor([0.5, -0.5]))
+    x = torch.randn(4, 1, 3, 3)
+    group = ChannelGroup("c", 2, (make_slot("0.weight", 0, [0, 1], "out", "0"),
+                                  make_slot("1.weight", 0, [0, 1], "norm", "1"),
+                                  make_slot("3.weight", 1, [0, 1], "in", "3")))
+    ctx = collect(model, [(x, torch.zeros(4))], needs={"activations"}, groups=[group])
+    consumed = model[2](model[1](model[0](x)))  # (4, 2, 3, 3)
+    expected_apoz = (consumed <= 0).double().mean((0, 2, 3))
+    torch.testing.assert_close(APoZ()(group, ctx), (1 - expected_apoz).float())
+    torch.testing.assert_close(MeanActivation()(group, ctx), consumed.abs().mean((0, 2, 3)))
 
 
 def test_conv_statistics_use_channel_axis_one(make_slot):
@@ -23,8 +41,8 @@ def test_conv_statistics_use_channel_axis_one(make_slot):
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
     x = torch.tensor([1.0, -2.0, 3.0, 0.0]).view(1, 1, 2, 2)
-    ctx = collect(conv, [(x, torch.zeros(1))], needs={"activations"})
     group = ChannelGroup(":out", 2, (make_slot("weight", 0, [0, 1], "out", ""),))
+    ctx = collect(conv, [(x, torch.zeros(1))], needs={"activations"}, groups=[group])  # no consumer: raw output
     # channel 0 sees x, channel 1 sees -x: zeros-or-less are {-2, 0} and {-1, -3, 0}
     torch.testing.assert_close(APoZ()(group, ctx), torch.tensor([1 - 2 / 4, 1 - 3 / 4]))
     torch.testing.assert_close(MeanActivation()(group, ctx), torch.tensor([1.5, 1.5]))
@@ -33,7 +51,7 @@ def test_conv_statistics_use_channel_axis_one(make_slot):
 def test_activation_criterion_without_statistics_is_unscorable(two_layer, hidden_group):
     from prunekit.importance import ScoreContext
 
-    with pytest.raises(UnscorableGroupError, match="no activation statistics"):
+    with pytest.raises(UnscorableGroupError, match="cannot score group 'fc1:out': no activation statistics"):
         APoZ()(hidden_group, ScoreContext.from_model(two_layer))
 
 
@@ -68,11 +86,11 @@ def _attention_data():
 
 
 def _mask_grads(model, data):
-    """dL/dmask per sample and batch, straight from the definition (Michel et al. 2019)."""
+    """dL_n/dmask of each sample's own loss, straight from the definition (Michel et al. 2019)."""
     rows = []
     for x, y in data:
         mask = torch.ones(x.shape[0], 2, requires_grad=True)
-        loss = nn.functional.cross_entropy(model(x, mask), y)
+        loss = nn.functional.cross_entropy(model(x, mask), y, reduction="sum")
         rows.append(torch.autograd.grad(loss, mask)[0])
     return torch.cat(rows)  # (samples, heads)
 
@@ -80,7 +98,8 @@ def _mask_grads(model, data):
 def test_head_importance_is_the_head_mask_gradient(make_slot):
     model, data = _attention_data()
     group = _head_group(make_slot)
-    ctx = collect(model, data, needs={"grads", "activations"})
+    ctx = collect(model, data, needs={"gates", "grads"}, groups=[group])
+    assert ctx.gates[group.id].sites == ("consumer:o",)
     per_sample = _mask_grads(model, data)
     torch.testing.assert_close(HeadImportance()(group, ctx), per_sample.sum(0).abs(), rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(HeadImportance(per_sample=True)(group, ctx), per_sample.abs().mean(0),
@@ -90,9 +109,9 @@ def test_head_importance_is_the_head_mask_gradient(make_slot):
 def test_head_importance_falls_back_to_the_weight_gradient_identity(make_slot):
     model, data = _attention_data()
     group = _head_group(make_slot)
-    ctx = collect(model, data, needs={"grads", "activations"})
+    ctx = collect(model, data, needs={"gates", "grads"}, groups=[group])
     hooked = HeadImportance()(group, ctx)
-    ctx.input_products.clear()  # as for nn.MultiheadAttention, whose out_proj forward never runs
+    ctx.gates.clear()  # as for nn.MultiheadAttention, whose out_proj forward never runs
     torch.testing.assert_close(HeadImportance()(group, ctx), hooked, rtol=1e-5, atol=1e-7)
     with pytest.raises(UnscorableGroupError, match="per-sample"):
         HeadImportance(per_sample=True)(group, ctx)
@@ -113,10 +132,10 @@ def test_head_importance_on_torch_multihead_attention(make_slot):
 
     model = Wrap()
     data = [(torch.randn(3, 5, 4), torch.randint(0, 4, (3,)))]
-    ctx = collect(model, data, needs={"grads", "activations"})
-    assert "attn.out_proj" not in ctx.input_products
     group = ChannelGroup("attn:heads", 2, (make_slot("attn.out_proj.weight", 1, [0, 0, 1, 1], "in", "attn.out_proj"),),
                          unit="head")
+    ctx = collect(model, data, needs={"gates", "grads"}, groups=[group])
+    assert group.id not in ctx.gates  # out_proj is applied functionally: no gate site runs
     # reference: mask the heads by scaling out_proj's input columns, gradient w.r.t. the mask
     gate = torch.ones(2, requires_grad=True)
     w = mha.out_proj.weight.detach() * gate.repeat_interleave(2)[None, :]
@@ -125,6 +144,6 @@ def test_head_importance_on_torch_multihead_attention(make_slot):
         x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), 4, 2, mha.in_proj_weight.detach(),
         mha.in_proj_bias.detach(), None, None, False, 0.0, w, mha.out_proj.bias.detach(),
         training=False, need_weights=False)[0]
-    loss = nn.functional.cross_entropy(out.transpose(0, 1).mean(1), y)
-    (expected,) = torch.autograd.grad(loss, gate)
+    loss = nn.functional.cross_entropy(out.transpose(0, 1).mean(1), y, reduction="sum")
+    (expected,) = torch.autograd.grad(loss, gate)  # sum over samples of each sample's mask gradient
     np.testing.assert_allclose(HeadImportance()(group, ctx).numpy(), expected.abs().numpy(), rtol=1e-4, atol=1e-7)

@@ -7,6 +7,7 @@ from torch import nn
 from prunekit.errors import InvalidParameterError
 from prunekit.importance import (
     CRITERIA,
+    DegenerateScoresError,
     Lamp,
     Magnitude,
     Normalized,
@@ -65,12 +66,14 @@ def test_collect_leaves_the_model_as_it_was(two_layer, calib, linear_loss):
     two_layer.train()
     two_layer.fc2.weight.requires_grad_(False)
     before = {k: v.clone() for k, v in two_layer.state_dict().items()}
-    ctx = collect(two_layer, calib, needs={"grads", "hessian", "activations"}, loss_fn=linear_loss)
+    ctx = collect(two_layer, calib, needs={"grads", "hessian", "activations", "gates", "gate_hessian"},
+                  loss_fn=linear_loss)
     assert two_layer.training and not two_layer.fc2.weight.requires_grad
     assert all(p.grad is None for p in two_layer.parameters())
     assert all(torch.equal(before[k], v) for k, v in two_layer.state_dict().items())
     assert "fc2.weight" in ctx.grads  # frozen weights are scored too
-    assert not any(h for m in two_layer.modules() for h in m._forward_hooks.values())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in two_layer.modules())
+    assert set(ctx.gates) == {"fc1.weight:0"} and ctx.gates["fc1.weight:0"].sites == ("consumer:fc2",)
 
 
 def test_collect_batches_limit_and_errors(two_layer, calib, linear_loss):
@@ -89,7 +92,11 @@ def test_collect_batches_limit_and_errors(two_layer, calib, linear_loss):
 def test_every_criterion_gives_finite_deterministic_scores(name, two_layer, calib, linear_loss, hidden_group):
     crit = make_criterion(name)
     before = {k: v.clone() for k, v in two_layer.state_dict().items()}
-    ctx = collect(two_layer, calib, needs=crit.requires, loss_fn=linear_loss)
+    ctx = collect(two_layer, calib, needs=crit.requires, loss_fn=linear_loss, groups=[hidden_group])
+    if name == "obd":  # the loss is linear in the gates: no curvature to rank by
+        with pytest.raises(DegenerateScoresError, match="group 'fc1:out' the same score 0: .*second derivative"):
+            score_groups([hidden_group], ctx, crit)
+        return
     scores, skipped = score_groups([hidden_group], ctx, crit)
     if name == "bn_scale":  # no BatchNorm in this group
         assert set(skipped) == {"fc1:out"}

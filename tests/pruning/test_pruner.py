@@ -128,16 +128,17 @@ def test_attention_heads_are_scored_by_mask_gradient_and_pruned():
     pruner = StructuredPruner(criterion="heads", ratio=0.5, ignore=("o",)).fit(model, x, data)
     (group,) = [g for g in pruner.graph_.prunable_groups() if g.unit == "head"]
     mask = torch.ones(4, 4, requires_grad=True)
-    loss = nn.functional.cross_entropy(model(data[0][0], mask), data[0][1])
-    expected = torch.autograd.grad(loss, mask)[0].sum(0).abs()  # (heads,)
+    loss = nn.functional.cross_entropy(model(data[0][0], mask), data[0][1], reduction="sum")
+    expected = torch.autograd.grad(loss, mask)[0].sum(0).abs()  # (heads,) summed per-sample mask gradients
     torch.testing.assert_close(pruner.scores_[group.id], expected, rtol=1e-5, atol=1e-7)
     assert pruner.plan_.removed == {group.id: tuple(sorted(torch.argsort(expected)[:2].tolist()))}
     small = pruner.transform(model)
     assert small.q.out_features == 4 and small.o.in_features == 4 and small(x).shape == (1, 3)
 
 
-@pytest.mark.parametrize("criterion", ["l1", "l2", "taylor", "taylor_elementwise", "gradient", "obd",
-                                       "obd_hutchinson", "fisher", "apoz", "activation", "random", "lamp"])
+@pytest.mark.parametrize("criterion", ["l1", "l2", "taylor", "taylor_batch", "taylor_weight", "taylor_elementwise", "gradient",
+                                       "obd", "obd_weight", "obd_weight_hutchinson", "fisher", "fisher_weight",
+                                       "apoz", "activation", "random", "lamp"])
 def test_every_criterion_prunes_a_residual_cnn_globally(criterion):
     torch.manual_seed(0)
     model, x = DigitsCNN(width=4), torch.randn(1, 1, 8, 8)

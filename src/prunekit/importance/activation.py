@@ -1,56 +1,50 @@
-"""Activation statistics: APoZ (Hu et al. 2016) and mean |activation|.
+"""Activation statistics: APoZ (Hu et al. 2016) and mean |activation|, where the unit is consumed.
 
-Statistics are gathered by ``collect`` with forward hooks on the modules that own a group's
-"out" slots, on their raw output (channel axis 1 for convolutions, the last axis otherwise),
-before any following norm or activation. APoZ uses ReLU semantics: an element counts as zero
-when it is ``<= 0``. Several positions per unit (heads) are averaged; several producer modules
-(a residual sum) are combined with ``reduction``.
+``collect`` reads each group's value at its gate sites (:mod:`prunekit.importance.gates`): the
+inputs of the modules that consume it, i.e. after the norm and nonlinearity that follow the
+producer (conv -> BN -> ReLU -> *here* -> next conv), after the residual sum and its ReLU in a
+residual stream, and the head outputs for attention heads. So APoZ counts what the paper counts,
+zeros after the ReLU. Where no nonlinearity follows (a residual stream of a transformer after
+its LayerNorm, heads, the last hidden layer before a linear classifier without activation), the
+statistic is that of the consumed value itself: APoZ is then the fraction of elements ``<= 0``
+and carries little meaning. Several positions per unit (heads, flatten) and several consumers
+are pooled: every element read counts once. Groups with no consumer module fall back to the
+producer's raw output.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 
 from prunekit.dependency.groups import ChannelGroup
 from prunekit.importance.base import CRITERIA, ActivationStats, ScoreContext, UnscorableGroupError
-from prunekit.importance.reduce import get_reduction
 
 
 class _ActivationCriterion:
     name = "activation"
     requires = frozenset({"activations"})
 
-    def __init__(self, *, reduction: str | Callable = "mean") -> None:
-        self.reduction = reduction
+    def __init__(self, **_: object) -> None:
+        pass
 
     def statistic(self, stats: ActivationStats) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define statistic(stats)")
 
     def __call__(self, group: ChannelGroup, ctx: ScoreContext) -> torch.Tensor:
-        per_slot, seen = [], set()
-        for slot in group.slots_with_role("out"):
-            stats = ctx.activations.get(slot.module)
-            if slot.module in seen or stats is None or stats.count.numel() != len(slot.unit_of_position):
-                continue
-            seen.add(slot.module)
-            value = self.statistic(stats).float()  # (features,)
-            positions = slot.scatter(torch.ones_like(value), group.size)  # (size,) positions per unit
-            per_slot.append(slot.scatter(value, group.size) / positions.clamp_min(1))
-        if not per_slot:
+        stats = ctx.activations.get(group.id)
+        if stats is None or stats.count.numel() != group.size:
             raise UnscorableGroupError(
                 f"criterion '{self.name}' cannot score group '{group.id}': no activation statistics were "
-                f"collected for the modules owning its 'out' slots"
+                f"collected where its units are consumed (no consumer or producer module ran as a module)"
             )
-        return get_reduction(self.reduction, type(self).__name__)(torch.stack(per_slot))  # (size,)
+        return self.statistic(stats).float()  # (size,)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(reduction={self.reduction!r})"
+        return f"{type(self).__name__}()"
 
 
 class APoZ(_ActivationCriterion):
-    """Importance ``1 - APoZ``: units that are rarely positive matter little."""
+    """Importance ``1 - APoZ``: units that are rarely positive where consumed matter little."""
 
     name = "apoz"
 
@@ -59,7 +53,7 @@ class APoZ(_ActivationCriterion):
 
 
 class MeanActivation(_ActivationCriterion):
-    """Mean ``|a|`` of the unit's output over every calibration element."""
+    """Mean ``|a|`` of the consumed value over every calibration element."""
 
     name = "activation"
 

@@ -1,21 +1,19 @@
 """Attention-head importance (Michel et al., NeurIPS 2019): the gradient of a head mask.
 
-For a head ``h`` with mask ``xi_h`` multiplying its slice of the output projection's input
-``a``, ``dL/dxi_h = sum over the head's positions and tokens of a * dL/da``. ``collect`` keeps,
-per consumer module (the owner of the group's "in" slot), one row per sample of
-``sum over tokens/space of a * dL/da`` (batch on axis 0).
+For a head group the gate sites are the inputs of the output projection (the group's "in"
+slots), so the unit gate *is* the paper's head mask ``xi_h`` and its per-sample gradient
+``g_n = dL_n/dxi_h = sum over the head's positions and tokens of a * dL_n/da`` comes from
+``collect(needs={"gates"})`` (:mod:`prunekit.importance.gates`).
 
-* ``per_sample=False`` (default): ``|sum over samples, tokens, positions|``, the mask gradient of
-  the whole calibration set.
-* ``per_sample=True``: ``mean over samples of |...|``, the paper's ``E_x |dL(x)/dxi_h|`` (each
-  sample's gradient is that of the batch-mean loss, so it is scaled by 1/batch size).
+* ``per_sample=False`` (default): ``|sum over samples of g_n|``, the mask gradient of the
+  whole calibration set.
+* ``per_sample=True``: ``mean over samples of |g_n|``, the paper's ``E_x |dL(x)/dxi_h|``.
 
 Where the consumer's forward never runs as a module (``nn.MultiheadAttention`` applies
-``out_proj.weight`` functionally), the score uses the exact identity for a linear or conv
-consumer ``sum_{rows, kernel} W * dL/dW = sum a * dL/da`` at each input position, from the
-accumulated weight gradient; it equals the default mode and has no per-sample form.
-Any group with an "in" slot can be scored this way (for channels it is the channel-gate
-gradient); it is meant for ``unit == "head"`` groups.
+``out_proj.weight`` functionally) no gate site fires; the default mode then uses the exact
+identity for a linear or conv consumer ``sum_{rows, kernel} W * dL/dW = sum a * dL/da`` from the
+accumulated weight gradient (``needs={"grads"}``), equal to the default mode when the calibration
+batches have equal sizes; it has no per-sample form.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from prunekit.dependency.groups import ChannelGroup, Slot
+from prunekit.dependency.groups import ChannelGroup
 from prunekit.importance.base import CRITERIA, ScoreContext, UnscorableGroupError, is_bias, per_position
 from prunekit.importance.reduce import get_reduction
 
@@ -33,40 +31,32 @@ class HeadImportance:
     """Head-mask gradient magnitude; see the module docstring."""
 
     name = "heads"
-    requires = frozenset({"grads", "activations"})
+    requires = frozenset({"gates", "grads"})
 
     def __init__(self, *, per_sample: bool = False, reduction: str | Callable = "mean") -> None:
         self.per_sample = per_sample
         self.reduction = reduction
 
-    def _slot_score(self, slot: Slot, group: ChannelGroup, ctx: ScoreContext) -> torch.Tensor | None:
-        rows = ctx.input_products.get(slot.module)
-        if rows is not None and rows.shape[-1] == len(slot.unit_of_position):
-            units = torch.as_tensor(slot.unit_of_position, dtype=torch.long)
-            keep = units >= 0
-            onehot = torch.zeros(len(units), group.size, dtype=rows.dtype)
-            onehot[keep.nonzero().squeeze(1), units[keep]] = 1.0  # (features, size)
-            per_head = rows @ onehot  # (n_samples, size)
-            if self.per_sample:
-                return per_head.abs().mean(0).float()
-            return per_head.sum(0).abs().float()
-        if self.per_sample or slot.tensor not in ctx.grads or is_bias(slot.tensor):
-            return None
-        w = ctx.tensor(slot.tensor)
-        products = w * ctx.grad(slot.tensor) * ctx.n_batches  # summed, not mean, over batches
-        return slot.scatter(per_position(products, slot.axis), group.size).abs()  # (size,)
-
     def __call__(self, group: ChannelGroup, ctx: ScoreContext) -> torch.Tensor:
+        stats = ctx.gates.get(group.id)
+        if stats is not None and any(s.startswith("consumer:") for s in stats.sites):
+            if self.per_sample:
+                if stats.abs_sum is None:
+                    raise UnscorableGroupError(f"criterion 'heads' cannot score group '{group.id}': "
+                                               f"no per-sample |gate gradient| sums were collected")
+                return (stats.abs_sum / max(stats.samples, 1)).float()
+            return stats.g_sum.abs().float()  # (size,)
         per_slot, seen = [], set()
         for slot in group.slots_with_role("in"):
-            if slot.module in seen:
+            if slot.module in seen or self.per_sample or slot.tensor not in ctx.grads or is_bias(slot.tensor):
                 continue
-            score = self._slot_score(slot, group, ctx)
-            if score is not None:
-                seen.add(slot.module)
-                per_slot.append(score)
+            seen.add(slot.module)
+            # mean over batches of the batch-mean gradient, times the samples: the sum over samples
+            # of per-sample gradients when the batches have equal sizes
+            products = ctx.tensor(slot.tensor) * ctx.grad(slot.tensor) * ctx.n_samples
+            per_slot.append(slot.scatter(per_position(products, slot.axis), group.size).abs())  # (size,)
         if not per_slot:
-            mode = "per-sample input products" if self.per_sample else "input products or weight gradients"
+            mode = "per-sample gate gradients" if self.per_sample else "gate gradients or weight gradients"
             raise UnscorableGroupError(
                 f"criterion 'heads' cannot score group '{group.id}': no {mode} were collected for the "
                 f"modules owning its 'in' slots"

@@ -9,7 +9,7 @@ before scoring. Criteria never touch the model; they read the tensors held by th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Iterable, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -18,7 +18,11 @@ from prunekit.dependency.groups import ChannelGroup, Slot
 from prunekit.errors import InvalidParameterError, PrunekitError
 from prunekit.registry import Registry
 
-REQUIREMENTS = frozenset({"weights", "grads", "activations", "hessian"})
+if TYPE_CHECKING:
+    from prunekit.importance.gates import GateStats
+
+REQUIREMENTS = frozenset({"weights", "grads", "activations", "hessian", "gates", "gate_hessian"})
+DATA_DRIVEN = REQUIREMENTS - {"weights"}
 ROLES = ("out", "in", "norm", "param")
 
 CRITERIA: Registry = Registry("criterion")
@@ -31,13 +35,26 @@ class UnscorableGroupError(PrunekitError):
     """
 
 
+class DegenerateScoresError(PrunekitError):
+    """A data-driven criterion gave every unit of a group the same score: it cannot rank them.
+
+    Raised (not skipped) because it means the calibration signal is missing, e.g. a loss whose
+    gradient is exactly zero at the dense model (a distance to the model's own output): pruning
+    on such scores would silently be arbitrary.
+    """
+
+
 @dataclass
 class ActivationStats:
-    """Per-feature sums over every calibration output of one module (feature = channel axis)."""
+    """Per-unit sums over every calibration element of a group's value where it is consumed.
 
-    count: torch.Tensor  # (features,) float64, elements seen per feature
-    nonpositive: torch.Tensor  # (features,) float64, elements <= 0 (ReLU would zero them)
-    abs_sum: torch.Tensor  # (features,) float64, sum of |a|
+    Read at the group's gate sites (:mod:`prunekit.importance.gates`): the inputs of its consumer
+    modules, i.e. after the norm and nonlinearity that follow the producer.
+    """
+
+    count: torch.Tensor  # (units,) float64, elements seen per unit
+    nonpositive: torch.Tensor  # (units,) float64, elements <= 0 (zero after a ReLU)
+    abs_sum: torch.Tensor  # (units,) float64, sum of |a|
 
     @property
     def apoz(self) -> torch.Tensor:
@@ -55,9 +72,9 @@ class ScoreContext:
 
     ``grads`` is the mean over calibration batches of the gradient of the batch-mean loss;
     ``grad_sq`` the mean over batches of its square (empirical Fisher, per batch);
-    ``hessian_diag`` the Hutchinson estimate E[v * Hv]; ``activations`` per-module output
-    statistics; ``input_products`` per consumer module the per-sample sums over tokens/space of
-    ``a * dL/da`` for its input ``a``, shape ``(n_samples, features)``.
+    ``hessian_diag`` the Hutchinson estimate E[v * Hv] (these three per weight tensor);
+    ``gates`` per group id the per-sample gate-gradient sums (:class:`GateStats`);
+    ``activations`` per group id the statistics of the value its consumers read.
     """
 
     model: nn.Module | None
@@ -67,8 +84,9 @@ class ScoreContext:
     grad_sq: dict[str, torch.Tensor] = field(default_factory=dict)
     hessian_diag: dict[str, torch.Tensor] = field(default_factory=dict)
     activations: dict[str, ActivationStats] = field(default_factory=dict)
-    input_products: dict[str, torch.Tensor] = field(default_factory=dict)
+    gates: dict[str, "GateStats"] = field(default_factory=dict)
     n_batches: int = 0
+    n_samples: int = 0
     collected: frozenset[str] = frozenset({"weights"})
 
     @classmethod

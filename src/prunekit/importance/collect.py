@@ -3,6 +3,8 @@
 The model is run in eval mode (no BatchNorm statistic updates, no dropout) and restored to its
 mode afterwards; gradients are taken with ``torch.autograd.grad`` so ``.grad`` fields are never
 touched; frozen parameters are temporarily made to require grad so they can be scored too.
+Per-group statistics (gate gradients, activations) are read at the gate sites described in
+:mod:`prunekit.importance.gates`; memory for them is bounded by the number of units.
 """
 
 from __future__ import annotations
@@ -13,37 +15,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunekit.dependency.groups import ChannelGroup
 from prunekit.errors import InvalidParameterError
 from prunekit.importance.base import REQUIREMENTS, ActivationStats, ScoreContext
+from prunekit.importance.gates import GateRecorder, GateStats, candidate_sites, choose_sites
 
 LossFn = Callable[[Any, Any], torch.Tensor]
-_HOOKED = (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding)
 
 
 def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
             loss_fn: LossFn | None = None, batches: int | None = None,
-            modules: Iterable[str] | None = None, hutchinson_samples: int = 1,
+            groups: Iterable[ChannelGroup] | None = None, hutchinson_samples: int = 1,
             seed: int = 0) -> ScoreContext:
     """Run calibration batches and return a context holding what ``needs`` asks for.
 
     Parameters
     ----------
     model : nn.Module
-        The model the groups were built from; left unchanged (mode, grads, weights).
+        The model the groups were built from; left unchanged (mode, grads, weights, hooks).
     loader : iterable of (inputs, targets)
         Calibration data; inputs may be a tensor, a tuple (positional) or a dict (keywords).
         Only read when ``needs`` goes beyond ``{"weights"}``.
-    needs : subset of {"weights", "grads", "activations", "hessian"}
-        Usually the union of the criteria's ``requires``. ``grads`` and ``activations`` together
-        also record the input products ``a * dL/da`` used by the attention-head criterion.
-    loss_fn : callable(outputs, targets) -> scalar, optional
-        Default cross-entropy.
+    needs : subset of {"weights", "grads", "hessian", "gates", "gate_hessian", "activations"}
+        Usually the union of the criteria's ``requires``. ``grads``/``hessian``: per weight tensor.
+        ``gates``/``gate_hessian``/``activations``: per group, at its gate sites
+        (:mod:`prunekit.importance.gates`).
+    loss_fn : callable(outputs, targets) -> tensor, optional
+        Default cross-entropy. Any differentiable loss works, e.g. a distance to a dense teacher's
+        outputs passed as the targets. It returns either the batch *mean* (a scalar, as
+        ``F.cross_entropy`` does) or one loss per sample (shape ``(N,)``); per-sample gate
+        gradients are those of each sample's own loss either way (a scalar is multiplied by N).
     batches : int, optional
         Stop after this many batches (default: the whole loader).
-    modules : iterable of str, optional
-        Restrict hooks to these module names (default: every Linear, Conv and Embedding).
+    groups : iterable of ChannelGroup, optional
+        The groups to gate (``graph.prunable_groups()``). Default: built from the first batch's
+        inputs with :func:`prunekit.dependency.build_graph` (same ids as any graph of the model).
     hutchinson_samples : int
-        Rademacher probes per batch for the Hessian diagonal.
+        Rademacher probes per batch for the Hessian diagonals (weights and gates).
     seed : int
         Seeds the Rademacher probes.
     """
@@ -68,9 +76,9 @@ def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
             f"(inputs, targets) batches"
         )
     loss_fn = loss_fn if loss_fn is not None else F.cross_entropy
-    want_grad = bool(needs & {"grads", "hessian"})
-    state = _State(want_products="grads" in needs and "activations" in needs)
-    hooks = _install_hooks(model, state, modules) if "activations" in needs else []
+    want_param_grad = bool(needs & {"grads", "hessian"})
+    want_gates = bool(needs & {"gates", "gate_hessian"})
+    gated = want_gates or "activations" in needs
     unique: dict[int, tuple[nn.Parameter, list[str]]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         if p.is_floating_point():
@@ -80,24 +88,34 @@ def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
     was_training = model.training
     generator = torch.Generator().manual_seed(seed)
     sums: dict[str, dict[int, torch.Tensor]] = {"g": {}, "g2": {}, "h": {}}
+    recorder: GateRecorder | None = None
+    handles: list = []
+    gate_stats: dict[str, GateStats] = {}
     n = 0
     try:
         model.eval()
         for p in params:
-            p.requires_grad_(want_grad)
+            p.requires_grad_(want_param_grad)
         for batch in loader:
             if batches is not None and n >= batches:
                 break
             inputs, targets = _split(batch)
-            state.armed = True
-            with torch.set_grad_enabled(want_grad):
+            if gated and recorder is None:
+                recorder, handles = _prepare_gates(model, inputs, groups, want_gates, "activations" in needs)
+                gate_stats = {s.group: GateStats.zeros(s.size) for s in recorder.sites}
+            if recorder is not None:
+                recorder.gates = {}
+            with torch.set_grad_enabled(want_param_grad or want_gates):
                 outputs = run_batch(model, inputs, _device(model))
-                if want_grad:
+                if want_param_grad or want_gates:
                     loss = loss_fn(outputs, to_device(targets, _device(model)))
-                    _backward(loss, params, needs, hutchinson_samples, generator, sums, state)
+                    gates = recorder.gates if recorder is not None and want_gates else {}
+                    _backward(loss, params if want_param_grad else [], gates, needs, hutchinson_samples,
+                              generator, sums, gate_stats)
             n += 1
+            ctx.n_samples += _batch_size(inputs)
     finally:
-        for h in hooks:
+        for h in handles:
             h.remove()
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
@@ -110,88 +128,79 @@ def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
             if id(p) in sums[key]:
                 for name in names:
                     table[name] = sums[key][id(p)] / n
-    ctx.activations = {m: ActivationStats(*s) for m, s in state.stats.items()}
-    ctx.input_products = {m: torch.cat(rows) for m, rows in state.rows.items()}
+    if recorder is not None:
+        where: dict[str, list[str]] = {}
+        for site in recorder.sites:
+            where.setdefault(site.group, []).append(f"{site.kind}:{site.module}")
+        ctx.gates = {gid: stats for gid, stats in gate_stats.items() if stats.samples}
+        for gid, stats in ctx.gates.items():
+            stats.sites = tuple(where.get(gid, ()))
+        ctx.activations = {gid: ActivationStats(*acc[0]) for gid, acc in recorder.activations.items()}
     ctx.collected = needs | {"weights"}
     return ctx
 
 
-class _State:
-    """Hook accumulators; ``armed`` is cleared before the Hessian probe so hooks fire once."""
+def _prepare_gates(model: nn.Module, inputs: Any, groups: Iterable[ChannelGroup] | None, want_gates: bool,
+                   want_activations: bool) -> tuple[GateRecorder, list]:
+    """Find which gate sites run on this model (one probe forward, no gradients) and hook them."""
+    if groups is None:
+        from prunekit.dependency import build_graph
 
-    def __init__(self, *, want_products: bool) -> None:
-        self.want_products = want_products
-        self.armed = True
-        self.stats: dict[str, list[torch.Tensor]] = {}
-        self.rows: dict[str, list[torch.Tensor]] = {}
-
-
-def _install_hooks(model: nn.Module, state: _State, modules: Iterable[str] | None) -> list:
-    wanted = None if modules is None else set(modules)
-    handles = []
-    for name, module in model.named_modules():
-        if (wanted is None and isinstance(module, _HOOKED)) or (wanted is not None and name in wanted):
-            handles.append(module.register_forward_hook(_make_hook(name, module, state)))
-    return handles
-
-
-def _channel_axis(module: nn.Module) -> int:
-    return 1 if isinstance(module, nn.modules.conv._ConvNd) else -1
+        groups = build_graph(model, to_device(inputs, _device(model))).prunable_groups()
+    candidates = candidate_sites(model, groups)
+    probe = GateRecorder([s for sites in candidates.values() for s in sites], probing=True)
+    handles = probe.install(model)
+    try:
+        with torch.no_grad():
+            run_batch(model, inputs, _device(model))
+    finally:
+        for h in handles:
+            h.remove()
+    recorder = GateRecorder(choose_sites(candidates, probe.fired), want_gates=want_gates,
+                            want_activations=want_activations)
+    return recorder, recorder.install(model)
 
 
-def _make_hook(name: str, module: nn.Module, state: _State) -> Callable:
-    axis = _channel_axis(module)
+def _backward(loss: torch.Tensor, params: list[nn.Parameter], gates: dict[str, torch.Tensor],
+              needs: frozenset[str], probes: int, generator: torch.Generator,
+              sums: dict[str, dict[int, torch.Tensor]], gate_stats: dict[str, GateStats]) -> None:
+    """One backward for weight gradients and per-sample gate gradients; Hutchinson probes after.
 
-    def hook(mod: nn.Module, args: tuple, output: Any) -> None:
-        out = output[0] if isinstance(output, (tuple, list)) else output
-        if isinstance(out, torch.Tensor) and out.is_floating_point() and out.dim() >= 1:
-            _accumulate_stats(state.stats, name, out.detach(), axis)
-        a = args[0] if args else None
-        if state.want_products and isinstance(a, torch.Tensor) and a.requires_grad and a.dim() >= 1:
-            a_detached = a.detach()
-
-            def on_grad(g: torch.Tensor) -> None:
-                if state.armed:
-                    rows = _per_sample(a_detached * g.detach(), axis)  # (B, features)
-                    state.rows.setdefault(name, []).append(rows.double())
-
-            a.register_hook(on_grad)
-
-    return hook
-
-
-def _accumulate_stats(table: dict[str, list[torch.Tensor]], name: str, out: torch.Tensor, axis: int) -> None:
-    flat = out.movedim(axis, -1).reshape(-1, out.shape[axis]).double()  # (elements, features)
-    count = torch.full((flat.shape[1],), float(flat.shape[0]), dtype=torch.float64)
-    nonpositive = (flat <= 0).sum(0).double()
-    abs_sum = flat.abs().sum(0)
-    if name in table:
-        for acc, new in zip(table[name], (count, nonpositive, abs_sum)):
-            acc += new
-    else:
-        table[name] = [count, nonpositive, abs_sum]
-
-
-def _per_sample(t: torch.Tensor, axis: int) -> torch.Tensor:
-    """Sum over every axis but the batch (0) and the feature axis: (B, features)."""
-    if t.dim() == 1:
-        return t.unsqueeze(0)
-    moved = t.movedim(axis, -1)  # (B, ..., features)
-    return moved.reshape(moved.shape[0], -1, moved.shape[-1]).sum(1)
-
-
-def _backward(loss: torch.Tensor, params: list[nn.Parameter], needs: frozenset[str], probes: int,
-              generator: torch.Generator, sums: dict[str, dict[int, torch.Tensor]], state: _State) -> None:
-    hessian = "hessian" in needs
-    grads = torch.autograd.grad(loss, params, create_graph=hessian, allow_unused=True)
-    state.armed = False
-    for p, g in zip(params, grads):
+    Weight statistics are of the batch-mean loss (as before); gate gradients are rescaled to each
+    sample's own loss: with a batch-mean loss, ``dL_mean/dg_n = dL_n/dg_n / N``.
+    """
+    if loss.dim() == 1:  # per-sample losses
+        loss = loss.mean()
+    elif loss.dim() != 0:
+        raise InvalidParameterError(
+            f"loss_fn must return a scalar (the batch mean) or one loss per sample; got shape {tuple(loss.shape)}"
+        )
+    gate_items = list(gates.items())
+    weight_hessian, gate_hessian = "hessian" in needs, "gate_hessian" in needs
+    inputs = list(params) + [g for _, g in gate_items]
+    if not inputs:
+        return
+    grads = torch.autograd.grad(loss, inputs, create_graph=weight_hessian or gate_hessian, allow_unused=True)
+    param_grads, gate_grads = grads[: len(params)], grads[len(params):]
+    for p, g in zip(params, param_grads):
         g = torch.zeros_like(p) if g is None else g.detach()
         _add(sums["g"], p, g)
         _add(sums["g2"], p, g * g)
-    if not hessian:
+    for (gid, gate), g in zip(gate_items, gate_grads):
+        n = gate.shape[0]
+        g64 = (torch.zeros_like(gate) if g is None else g.detach() * n).double().cpu()  # (N, units) per-sample
+        stats = gate_stats[gid]
+        stats.g_sum += g64.sum(0)
+        stats.g2_sum += (g64 * g64).sum(0)
+        stats.abs_sum += g64.abs().sum(0)
+        stats.batch_mean_sq += g64.mean(0) ** 2
+        stats.samples += n
+        stats.batches += 1
+    if gate_hessian:
+        _gate_hutchinson(gate_items, gate_grads, probes, generator, gate_stats, retain=weight_hessian)
+    if not weight_hessian:
         return
-    used = [(p, g) for p, g in zip(params, grads) if g is not None and g.requires_grad]
+    used = [(p, g) for p, g in zip(params, param_grads) if g is not None and g.requires_grad]
     for k in range(probes):
         vs = [(torch.randint(0, 2, p.shape, generator=generator) * 2 - 1).to(p) for p, _ in used]
         hvs = torch.autograd.grad([g for _, g in used], [p for p, _ in used], grad_outputs=vs,
@@ -200,6 +209,37 @@ def _backward(loss: torch.Tensor, params: list[nn.Parameter], needs: frozenset[s
             _add(sums["h"], p, (v * hv / probes) if hv is not None else torch.zeros_like(p))
     for p in params:  # parameters with no second-order path get a zero Hessian estimate
         sums["h"].setdefault(id(p), torch.zeros_like(p, dtype=torch.float32))
+
+
+def _gate_hutchinson(gate_items: list, gate_grads: tuple, probes: int, generator: torch.Generator,
+                     gate_stats: dict[str, GateStats], *, retain: bool) -> None:
+    """Per-sample gate Hessian diagonal, ``E_v[v * Hv]`` with Rademacher ``v`` of shape (N, units).
+
+    Samples do not interact (eval mode), so the Hessian of the summed per-sample losses is
+    block-diagonal over samples and one probe estimates every sample's diagonal at once.
+    """
+    used = [(gid, gate, g) for (gid, gate), g in zip(gate_items, gate_grads) if g is not None and g.requires_grad]
+    if not used:
+        return
+    for k in range(probes):
+        vs = [(torch.randint(0, 2, gate.shape, generator=generator) * 2 - 1).to(gate) for _, gate, _ in used]
+        hvs = torch.autograd.grad([g for _, _, g in used], [gate for _, gate, _ in used], grad_outputs=vs,
+                                  retain_graph=retain or k < probes - 1, allow_unused=True)
+        for (gid, gate, _), v, hv in zip(used, vs, hvs):
+            if hv is not None:
+                per_sample = v * hv * gate.shape[0] / probes  # (N, units), of each sample's own loss
+                gate_stats[gid].h_sum += per_sample.detach().double().cpu().sum(0)
+
+
+def _batch_size(inputs: Any) -> int:
+    """Length of the first tensor's axis 0 (the batch), 1 if there is none."""
+    if isinstance(inputs, torch.Tensor):
+        return int(inputs.shape[0]) if inputs.dim() else 1
+    values = inputs.values() if isinstance(inputs, Mapping) else inputs if isinstance(inputs, (tuple, list)) else ()
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.dim():
+            return int(v.shape[0])
+    return 1
 
 
 def _add(table: dict[int, torch.Tensor], p: torch.Tensor, value: torch.Tensor) -> None:

@@ -1,7 +1,11 @@
-"""Gradient magnitude and first-order Taylor criteria (Molchanov et al. 2017, 2019).
+"""Weight-gradient criteria: gradient magnitude and the accumulated-gradient Taylor variants.
 
 Gradients come from the context: the mean over calibration batches of the gradient of the
-batch-mean loss (``ctx.grads``), so per-batch signs may cancel, as in an accumulated gradient.
+batch-mean loss (``ctx.grads``), so per-batch signs cancel on a trained model (where the mean
+gradient is close to zero) and the scores are mostly noise there
+(``benchmarks/criteria_oracle.py``). Registered as ``gradient``, ``taylor_weight`` and
+``taylor_elementwise``; the unit-removal Taylor criterion ``taylor`` lives in
+:mod:`prunekit.importance.gate`. They keep a per-weight form (``weight_scores``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class GradientMagnitude(SlotCriterion):
         return ctx.grad(name).abs()
 
 
-class Taylor(SlotCriterion):
+class WeightTaylor(SlotCriterion):
     """First-order Taylor estimate of the loss change when a unit is removed.
 
     ``variant="group"`` (default; Molchanov et al. 2019, with |.| instead of the square): the
@@ -36,7 +40,7 @@ class Taylor(SlotCriterion):
     slot, then ``reduction`` across slots. ``weight_scores`` is ``|w * dL/dw|``.
     """
 
-    name = "taylor"
+    name = "taylor_weight"
     requires = frozenset({"weights", "grads"})
 
     def __init__(self, variant: Literal["group", "elementwise"] = "group", *,
@@ -53,15 +57,15 @@ class Taylor(SlotCriterion):
             return super().__call__(group, ctx)
         if self.variant != "group":
             raise InvalidParameterError(
-                f"The 'variant' parameter of Taylor must be 'group' or 'elementwise'. Got {self.variant!r} instead."
+                f"The 'variant' parameter of WeightTaylor must be 'group' or 'elementwise'. Got {self.variant!r} instead."
             )
         signed = [self._fold(ctx.tensor(s.tensor) * ctx.grad(s.tensor), s, group) for s in self.slots(group, ctx)]
         return torch.stack(signed).sum(0).abs()  # (size,)
 
     def __repr__(self) -> str:
-        return f"Taylor(variant={self.variant!r}, reduction={self.reduction!r})"
+        return f"WeightTaylor(variant={self.variant!r}, reduction={self.reduction!r})"
 
 
 CRITERIA.register("gradient")(GradientMagnitude)
-CRITERIA.register("taylor")(Taylor)
-CRITERIA.register("taylor_elementwise")(lambda **kw: Taylor("elementwise", **kw))
+CRITERIA.register("taylor_weight")(WeightTaylor)
+CRITERIA.register("taylor_elementwise")(lambda **kw: WeightTaylor("elementwise", **kw))

@@ -1,6 +1,10 @@
-"""Second-order criteria: OBD saliency (LeCun et al. 1990) and empirical Fisher information.
+"""Per-weight second-order criteria: OBD saliency (LeCun et al. 1990) and empirical Fisher.
 
-Both Hessian estimates are diagonals kept per tensor by ``collect``:
+Registered as ``obd_weight``, ``obd_weight_hutchinson`` and ``fisher_weight``: they score each
+weight from accumulated weight gradients, which on a trained model rank units worse than the
+gate forms ``obd`` and ``fisher`` of :mod:`prunekit.importance.gate` (``benchmarks/criteria_oracle.py``);
+kept for their per-weight form (``weight_scores``, unstructured masks). Both Hessian estimates
+are diagonals kept per tensor by ``collect``:
 
 * ``"fisher"``: the empirical Fisher ``mean over batches of (dL/dw)**2``, with ``L`` the
   batch-mean loss (per *batch*, not per sample: with batch size 1 it is the per-sample Fisher;
@@ -20,10 +24,10 @@ from prunekit.importance._slotwise import SlotCriterion
 from prunekit.importance.base import CRITERIA, ROLES, ScoreContext
 
 
-class OBD(SlotCriterion):
+class WeightOBD(SlotCriterion):
     """Optimal Brain Damage saliency ``0.5 * H_ii * w**2``, summed per unit, reduced across slots."""
 
-    name = "obd"
+    name = "obd_weight"
 
     def __init__(self, hessian: Literal["fisher", "hutchinson"] = "fisher", *,
                  reduction: str | Callable = "mean", roles: Iterable[str] = ROLES,
@@ -42,24 +46,24 @@ class OBD(SlotCriterion):
             h = ctx.hessian(name)
         else:
             raise InvalidParameterError(
-                f"The 'hessian' parameter of OBD must be 'fisher' or 'hutchinson'. Got {self.hessian!r} instead."
+                f"The 'hessian' parameter of WeightOBD must be 'fisher' or 'hutchinson'. Got {self.hessian!r} instead."
             )
         return 0.5 * h * ctx.tensor(name) ** 2
 
     def __repr__(self) -> str:
-        return f"OBD(hessian={self.hessian!r}, reduction={self.reduction!r})"
+        return f"WeightOBD(hessian={self.hessian!r}, reduction={self.reduction!r})"
 
 
-class Fisher(SlotCriterion):
+class WeightFisher(SlotCriterion):
     """Empirical Fisher information ``E[(dL/dw)**2]`` per weight (per batch, see module doc)."""
 
-    name = "fisher"
+    name = "fisher_weight"
     requires = frozenset({"grads"})
 
     def weight_scores(self, name: str, ctx: ScoreContext) -> torch.Tensor:
         return ctx.grad_squared(name)
 
 
-CRITERIA.register("obd")(OBD)
-CRITERIA.register("obd_hutchinson")(lambda **kw: OBD("hutchinson", **kw))
-CRITERIA.register("fisher")(Fisher)
+CRITERIA.register("obd_weight")(WeightOBD)
+CRITERIA.register("obd_weight_hutchinson")(lambda **kw: WeightOBD("hutchinson", **kw))
+CRITERIA.register("fisher_weight")(WeightFisher)

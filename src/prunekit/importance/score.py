@@ -10,7 +10,15 @@ import torch
 
 from prunekit.dependency.groups import ChannelGroup
 from prunekit.errors import InvalidParameterError
-from prunekit.importance.base import CRITERIA, REQUIREMENTS, Criterion, ScoreContext, UnscorableGroupError
+from prunekit.importance.base import (
+    CRITERIA,
+    DATA_DRIVEN,
+    REQUIREMENTS,
+    Criterion,
+    DegenerateScoresError,
+    ScoreContext,
+    UnscorableGroupError,
+)
 
 
 def make_criterion(criterion: str | Criterion, *, owner: str = "StructuredPruner", **options: Any) -> Criterion:
@@ -40,7 +48,9 @@ def score_groups(groups: Iterable[ChannelGroup], ctx: ScoreContext,
                  criterion: Criterion) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Score every group; groups the criterion cannot measure go to ``skipped`` with the reason.
 
-    Raises :class:`InvalidParameterError` when a score has the wrong shape or is not finite.
+    Raises :class:`InvalidParameterError` when a score has the wrong shape or is not finite, and
+    :class:`DegenerateScoresError` when a data-driven criterion gives every unit of a group the
+    same score (it cannot rank them: the calibration signal is missing, see :func:`check_ranks`).
     """
     scores: dict[str, torch.Tensor] = {}
     skipped: dict[str, str] = {}
@@ -56,8 +66,24 @@ def score_groups(groups: Iterable[ChannelGroup], ctx: ScoreContext,
                 f"criterion {criterion!r} gave group '{group.id}' scores of shape {tuple(s.shape)} "
                 f"(finite: {bool(torch.isfinite(s).all())}); it must give {group.size} finite scores"
             )
+        if criterion.requires & DATA_DRIVEN:
+            check_ranks(s, group, criterion)
         scores[group.id] = s
     return scores, skipped
+
+
+def check_ranks(scores: torch.Tensor, group: ChannelGroup, criterion: Criterion) -> None:
+    """Raise :class:`DegenerateScoresError` when all ``group.size > 1`` scores are equal."""
+    if group.size < 2 or bool((scores != scores[0]).any()):
+        return
+    why = getattr(criterion, "constant_reason", None) if float(scores[0]) == 0.0 else None
+    if why is None:
+        why = ("the calibration data gives it nothing to tell the units apart (e.g. a loss that does not "
+               "depend on them, or values that are never <= 0 for apoz); use another criterion or loss")
+    raise DegenerateScoresError(
+        f"criterion {criterion!r} gives all {group.size} units of group '{group.id}' the same score "
+        f"{float(scores[0]):.6g}: {why}"
+    )
 
 
 def weight_scores(criterion: str | Criterion, name: str, ctx: ScoreContext) -> torch.Tensor:
@@ -66,8 +92,8 @@ def weight_scores(criterion: str | Criterion, name: str, ctx: ScoreContext) -> t
     method: Callable | None = getattr(crit, "weight_scores", None)
     if method is None:
         raise InvalidParameterError(
-            f"criterion {crit!r} has no single-weight form: use one of magnitude (l1/l2), gradient, "
-            f"taylor, obd, fisher, random"
+            f"criterion {crit!r} has no single-weight form: use one of l1, l2, gradient, taylor_weight, "
+            f"taylor_elementwise, obd_weight, fisher_weight, random"
         )
     scores = method(name, ctx)
     expected = tuple(ctx.tensors[name].shape)

@@ -119,7 +119,8 @@ class StructuredPruner:
                 f"pass data=<loader of (inputs, targets)> to fit"
             )
         self.graph_: DependencyGraph = build_graph(model, example_inputs)
-        ctx = collect(model, data, needs=needs, loss_fn=self.loss_fn, batches=self.batches, seed=self.seed)
+        ctx = collect(model, data, needs=needs, loss_fn=self.loss_fn, batches=self.batches, seed=self.seed,
+                      groups=self.graph_.prunable_groups())
         self.scores_, self.skipped_ = score_groups(self.graph_.prunable_groups(), ctx, criterion)
         if self.skipped_:
             warnings.warn(f"{len(self.skipped_)} group(s) left whole, criterion cannot score them: "

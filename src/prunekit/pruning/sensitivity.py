@@ -79,7 +79,7 @@ def sensitivity_scan(model: nn.Module, example_inputs: Any, loader: Iterable, *,
     graph = graph if graph is not None else build_graph(model, example_inputs)
     evaluate = evaluate if evaluate is not None else (lambda m, data: evaluate_loss_accuracy(m, data, loss_fn=loss_fn))
     wanted = graph.prunable_groups() if groups is None else [graph.group(g) for g in groups]
-    ctx = collect(model, loader, needs=crit.requires, loss_fn=loss_fn, batches=batches)
+    ctx = collect(model, loader, needs=crit.requires, loss_fn=loss_fn, batches=batches, groups=wanted)
     scores, _ = score_groups(wanted, ctx, crit)
     base = tuple(float(v) for v in evaluate(model, loader))
     curves: dict[str, Curve] = {}

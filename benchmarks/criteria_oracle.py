@@ -1,0 +1,335 @@
+"""Do importance criteria predict what removing a unit costs? The oracle protocol, on three models.
+
+Oracle (Molchanov et al. 2019): for every unit of every prunable group, the increase of the
+training loss (``--oracle-samples`` training samples, eval mode) when that unit alone is zeroed
+(``zero_plan``). Each criterion scores the same units from ``--calib-batches`` calibration batches
+of 64 other training samples; per group the Spearman rank correlation with the oracle is taken,
+then the mean over groups. One-shot: the dense model is cut to 50% and 70% of every group's units
+(local scope, no rounding), and to 50% of all units with one global ranking of mean-normalized
+scores (the recipe's default scope); BatchNorm statistics are recalibrated (20 training batches),
+no fine-tuning, test accuracy. The signed loss-change estimates (first and second order, not
+registered as criteria) are shown for reference. Models: the issue's small CNN on scikit-learn digits, ResNet-8
+(width 16) on a Fashion-MNIST subset, and a 2-layer transformer encoder (4 heads) classifying
+the genre of 48-word windows of the Brown corpus. Calibration collection time and the size of
+the statistics it keeps are printed per requirement.
+
+    python benchmarks/criteria_oracle.py [--quick] [--models digits fashion brown] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import time
+from collections import Counter
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+from torch import nn
+
+from prunekit.data import digits
+from prunekit.dependency import build_graph
+from prunekit.dependency.groups import PruningPlan
+from prunekit.importance import CRITERIA, TaylorFirstOrder, TaylorSecondOrder, collect, make_criterion
+from prunekit.importance.base import DegenerateScoresError
+from prunekit.importance.score import score_groups
+from prunekit.models import ResNet8
+from prunekit.pruning.allocate import allocate
+from prunekit.pruning.surgery import apply_plan, zero_plan
+from prunekit.training import recalibrate_batchnorm
+
+WEIGHT_ONLY = ["random", "l1", "l2", "bn_scale", "lamp"]
+GATE = ["taylor", "taylor_batch", "fisher", "obd", "heads"]
+ESTIMATES = {"first_order (estimate)": TaylorFirstOrder, "second_order (estimate)": TaylorSecondOrder}
+ACTIVATION = ["apoz", "activation"]
+OLD = ["gradient", "taylor_weight", "taylor_elementwise", "fisher_weight", "obd_weight"]
+RATIOS = (0.5, 0.7)
+
+
+# ----------------------------------------------------------------------------- models and data
+class SmallCNN(nn.Module):
+    """The issue's CNN: conv 32 -> BN -> ReLU -> conv 64 -> BN -> ReLU -> pool -> fc 64 -> fc 10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 8, 8)
+        return self.classifier(self.features(x))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with separate q/k/v/o projections (heads are prunable)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.head_dim = dim // heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, dim)
+        b, t, _ = x.shape
+        q, k, v = (m(x).view(b, t, -1, self.head_dim).transpose(1, 2) for m in (self.q, self.k, self.v))
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim), -1)  # (B, h, T, T)
+        return self.o((att @ v).transpose(1, 2).reshape(b, t, -1))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.attn = Attention(dim, heads)
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln1(x + self.attn(x))
+        return self.ln2(x + self.fc2(F.gelu(self.fc1(x))))
+
+
+class TextClassifier(nn.Module):
+    """Word embeddings + positions -> 2 post-LN encoder layers -> mean pool -> genre."""
+
+    def __init__(self, vocab: int, classes: int, length: int, dim: int = 64, heads: int = 4, hidden: int = 128) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(length, dim) * 0.02)
+        self.layers = nn.Sequential(*(EncoderLayer(dim, heads, hidden) for _ in range(2)))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, T) int64
+        x = self.layers(self.embed(ids) + self.pos[: ids.shape[1]])
+        return self.head(x.mean(1))
+
+
+def _loader(x: torch.Tensor, y: torch.Tensor, batch: int, shuffle: bool = False, seed: int = 0) -> list:
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(len(x))
+    return [(x[order[i:i + batch]], y[order[i:i + batch]]) for i in range(0, len(x), batch)]
+
+
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, seed: int) -> None:
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    model.train()
+    for epoch in range(epochs):
+        for xb, yb in _loader(x, y, 64, shuffle=True, seed=seed * 100 + epoch):
+            opt.zero_grad()
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    model.eval()
+
+
+def _split(x: torch.Tensor, y: torch.Tensor, n_oracle: int, n_calib: int, seed: int):
+    """Disjoint training samples for the oracle and for calibration."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 7))
+    o, c = order[:n_oracle], order[n_oracle:n_oracle + n_calib]
+    return (x[o], y[o]), (x[c], y[c])
+
+
+def digits_case(args) -> dict:
+    bundle = digits(seed=args.seed)
+    x, y = (torch.cat(t) for t in zip(*[(a, b) for a, b in bundle.train]))
+    xt, yt = (torch.cat(t) for t in zip(*[(a, b) for a, b in bundle.test]))
+    torch.manual_seed(args.seed)
+    model = SmallCNN()
+    _train(model, x, y, epochs=6, lr=3e-3, seed=args.seed)
+    return dict(name="digits CNN", model=model, train=(x, y), test=(xt, yt), example=x[:2])
+
+
+def fashion_case(args) -> dict:
+    from prunekit.data.builtin import fashion_mnist
+
+    bundle = fashion_mnist(seed=args.seed, train_limit=3000 if args.quick else 8000)
+    x, y = (torch.cat(t) for t in zip(*[(a, b) for a, b in bundle.train]))
+    xt, yt = (torch.cat(t) for t in zip(*[(a, b) for a, b in bundle.test]))
+    xt, yt = xt[:2000], yt[:2000]
+    torch.manual_seed(args.seed)
+    model = ResNet8(width=16)
+    _train(model, x, y, epochs=2 if args.quick else 3, lr=3e-3, seed=args.seed)
+    return dict(name="ResNet-8 Fashion-MNIST", model=model, train=(x, y), test=(xt, yt), example=x[:2])
+
+
+TOKEN = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
+
+
+def brown_case(args) -> dict:
+    from prunekit.data.brown import load_texts
+
+    length, per_text = 48, 12 if args.quick else 20
+    texts = load_texts()
+    rng = np.random.default_rng(args.seed)
+    by_genre: dict[str, list] = {}
+    for t in texts:
+        by_genre.setdefault(t.genre, []).append(t)
+    train_texts, test_texts = [], []
+    for genre in sorted(by_genre):  # 20% of every genre's texts held out
+        items = list(by_genre[genre])
+        rng.shuffle(items)
+        k = max(1, round(0.2 * len(items)))
+        test_texts += items[:k]
+        train_texts += items[k:]
+    tokens = {t.id: TOKEN.findall(" ".join(t.sentences).lower()) for t in texts}
+    counts = Counter(w for t in train_texts for w in tokens[t.id])
+    vocab = {w: i + 1 for i, (w, _) in enumerate(counts.most_common(4000))}  # 0 = unknown
+    genres = {g: i for i, g in enumerate(sorted(by_genre))}
+
+    def windows(items):
+        xs, ys = [], []
+        for t in items:
+            ids = [vocab.get(w, 0) for w in tokens[t.id]]
+            starts = np.linspace(0, len(ids) - length, per_text).astype(int)
+            xs += [ids[s:s + length] for s in starts]
+            ys += [genres[t.genre]] * per_text
+        return torch.tensor(xs), torch.tensor(ys)
+
+    x, y = windows(train_texts)
+    xt, yt = windows(test_texts)
+    torch.manual_seed(args.seed)
+    model = TextClassifier(len(vocab) + 1, len(genres), length)
+    _train(model, x, y, epochs=4 if args.quick else 6, lr=2e-3, seed=args.seed)
+    return dict(name="transformer Brown genre", model=model, train=(x, y), test=(xt, yt), example=x[:2])
+
+
+CASES = {"digits": digits_case, "fashion": fashion_case, "brown": brown_case}
+
+
+# ----------------------------------------------------------------------------- measurements
+@torch.no_grad()
+def mean_loss(model: nn.Module, data: list) -> float:
+    model.eval()
+    total = sum(float(F.cross_entropy(model(xb), yb, reduction="sum")) for xb, yb in data)
+    return total / sum(len(yb) for _, yb in data)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: list) -> float:
+    model.eval()
+    return sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in data) / sum(len(yb) for _, yb in data)
+
+
+def oracle(model: nn.Module, graph, groups, data: list) -> dict[str, np.ndarray]:
+    """Loss increase of zeroing each unit alone (zero_plan), per group."""
+    dense = mean_loss(model, data)
+    return {g.id: np.array([mean_loss(zero_plan(model, graph, PruningPlan({g.id: (u,)})), data) - dense
+                            for u in range(g.size)]) for g in groups}
+
+
+def mean_spearman(scores: dict[str, torch.Tensor], truth: dict[str, np.ndarray]) -> tuple[float, int]:
+    rhos = []
+    for gid, s in scores.items():
+        rho = spearmanr(s.double().numpy(), truth[gid]).statistic
+        rhos.append(0.0 if np.isnan(rho) else float(rho))  # a constant ranking carries no information
+    return (float(np.mean(rhos)) if rhos else float("nan")), len(rhos)
+
+
+def one_shot(model, graph, scores, ratio, train_data, test_data, scope="local") -> float:
+    plan = allocate(graph.groups, scores, ratio=ratio, scope=scope, target="channels", round_to=None)
+    small, _ = apply_plan(model, graph, plan)
+    recalibrate_batchnorm(small, train_data, batches=20)
+    return accuracy(small, test_data)
+
+
+def collection_cost(model, calib, groups) -> list[tuple[str, float, int]]:
+    """Seconds and statistics bytes of one calibration pass per requirement set."""
+    rows = []
+    for needs in (("gates",), ("gates", "gate_hessian"), ("activations",), ("grads",)):
+        t = time.perf_counter()
+        ctx = collect(model, calib, needs=set(needs), groups=groups)
+        seconds = time.perf_counter() - t
+        held = [v for s in ctx.gates.values() for v in (s.g_sum, s.g2_sum, s.batch_mean_sq, s.h_sum, s.abs_sum)]
+        held += [v for s in ctx.activations.values() for v in (s.count, s.nonpositive, s.abs_sum)]
+        held += list(ctx.grads.values()) + list(ctx.grad_sq.values())
+        rows.append(("+".join(needs), seconds, sum(v.numel() * v.element_size() for v in held)))
+    return rows
+
+
+def run_case(case: dict, names: list[str], args) -> dict:
+    model, (x, y) = case["model"], case["train"]
+    (xo, yo), (xc, yc) = _split(x, y, args.oracle_samples, 64 * args.calib_batches, args.seed)
+    oracle_data, calib = _loader(xo, yo, 256), _loader(xc, yc, 64)
+    train_data, test_data = _loader(x, y, 64, shuffle=True, seed=args.seed), _loader(*case["test"], 256)
+    graph = build_graph(model, case["example"])
+    groups = graph.prunable_groups()
+    t = time.perf_counter()
+    truth = oracle(model, graph, groups, oracle_data)
+    print(f"  oracle: {sum(g.size for g in groups)} units in {len(groups)} groups, {time.perf_counter() - t:.0f}s",
+          flush=True)
+    for needs, seconds, size in collection_cost(model, calib, groups):
+        print(f"  collect {needs:20s} {seconds:6.2f}s  statistics {size / 1024:8.1f} KiB", flush=True)
+    ctx = collect(model, calib, needs={"gates", "gate_hessian", "activations", "grads"}, groups=groups,
+                  hutchinson_samples=args.probes, seed=args.seed)
+    out = {"dense": accuracy(model, test_data)}
+    has_heads = any(g.unit == "head" for g in groups)
+    for name in names + list(ESTIMATES):
+        if name == "heads" and not has_heads:
+            continue  # the head-mask gradient is meant for attention heads
+        crit = ESTIMATES[name]() if name in ESTIMATES else make_criterion(name, seed=args.seed if name == "random" else None)
+        try:
+            scores, skipped = score_groups(groups, ctx, crit)
+        except DegenerateScoresError as err:
+            out[name] = {"error": str(err)}
+            continue
+        rho, scored = mean_spearman(scores, truth)
+        accs = {r: one_shot(model, graph, scores, r, train_data, test_data) for r in RATIOS}
+        accs["global"] = one_shot(model, graph, scores, RATIOS[0], train_data, test_data, scope="global")
+        out[name] = {"rho": rho, "groups": scored, **accs}
+        print(f"  {name:24s} spearman {rho:+.3f} ({scored}/{len(groups)} groups)  "
+              + "  ".join(f"{r}: {a:.3f}" for r, a in accs.items()), flush=True)
+    return out
+
+
+def table(results: dict[str, dict], names: list[str]) -> str:
+    cases = list(results)
+    head = "| criterion | " + " | ".join(f"{c}: ρ / 50% / 70% / global 50%" for c in cases) + " | mean ρ |"
+    lines = [head, "|---" * (len(cases) + 2) + "|",
+             "| dense accuracy | " + " | ".join(f"{results[c]['dense']:.3f}" for c in cases) + " | |"]
+    for name in names + list(ESTIMATES):
+        cells, rhos = [], []
+        for c in cases:
+            r = results[c].get(name, {})
+            if "rho" not in r:
+                cells.append("error" if "error" in r else "-")
+                continue
+            rhos.append(r["rho"])
+            cells.append(f"{r['rho']:+.2f} / {r[0.5]:.3f} / {r[0.7]:.3f} / {r['global']:.3f}")
+        mean = f"{np.mean(rhos):+.2f}" if rhos else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller data and oracle, fewer criteria")
+    parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--criteria", nargs="*", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--oracle-samples", type=int, default=None, help="default 512 (256 with --quick)")
+    parser.add_argument("--calib-batches", type=int, default=8)
+    parser.add_argument("--probes", type=int, default=1, help="Hutchinson probes per batch (obd)")
+    args = parser.parse_args()
+    args.oracle_samples = args.oracle_samples or (256 if args.quick else 512)
+    torch.set_num_threads(2)
+    names = args.criteria if args.criteria is not None else (WEIGHT_ONLY + GATE + ACTIVATION + ([] if args.quick else OLD))
+    unknown = [n for n in names if n not in CRITERIA.names()]
+    if unknown:
+        parser.error(f"unknown criteria {unknown}; choose from {CRITERIA.names()}")
+    results = {}
+    for key in args.models:
+        t = time.perf_counter()
+        torch.manual_seed(args.seed)
+        case = CASES[key](args)
+        print(f"{case['name']}: trained in {time.perf_counter() - t:.0f}s", flush=True)
+        results[case["name"]] = run_case(case, names, args)
+        print(f"  ({time.perf_counter() - t:.0f}s)", flush=True)
+    print()
+    print(table(results, names))
+    errors = {(c, n): r["error"] for c, rs in results.items() for n, r in rs.items() if isinstance(r, dict) and "error" in r}
+    for (c, n), e in errors.items():
+        print(f"{c} / {n}: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -78,10 +78,9 @@ def test_mac_target_is_met_within_one_rounding_step():
     pruner = StructuredPruner(ratio=0.4, target="macs", scope="global", round_to=4).fit(model, x)
     small = pruner.transform(model)
     achieved = 1 - count_macs(small, x).total / base
-    assert achieved >= 0.4
     assert achieved == pytest.approx(pruner.plan_.meta["achieved"])
-    # the cheapest 4-channel block of the 16-wide convs costs about 4/16 of one 3x3 conv stage
-    assert achieved - 0.4 < 0.05
+    # either side of the target, by less than the cheapest 4-channel block of the 16-wide convs
+    assert abs(achieved - 0.4) < 0.05
     for gid, removed in pruner.plan_.removed.items():
         size = pruner.graph_.group(gid).size
         assert (size - len(removed)) % 4 == 0
@@ -92,7 +91,9 @@ def test_params_target_and_ignore():
     model, x = DigitsCNN(width=8), torch.randn(1, 1, 8, 8)
     pruner = StructuredPruner(ratio=0.3, target="params", scope="local", ignore=("head",)).fit(model, x)
     assert "head.1.weight:0" not in pruner.plan_.removed
-    assert 1 - count_params(pruner.transform(model)) / count_params(model) >= 0.3
+    reached = 1 - count_params(pruner.transform(model)) / count_params(model)
+    assert reached == pytest.approx(pruner.plan_.meta["achieved"])
+    assert reached >= 0.3  # local steps here are coarse (round_to 8 on every group); the nearer one is above
 
 
 def test_bn_scale_skips_groups_without_batchnorm():

@@ -291,6 +291,7 @@ class EvaluationSpec(_Section):
     energy: bool = True
     memory: bool = True  # peak memory of ONNX Runtime inference, measured in a fresh process
     pytorch_latency: bool = True  # also time PyTorch eager, beside ONNX Runtime
+    threads: PositiveInt | None = None  # ORT intra-op threads for every timing AND speed decision; None: physical cores
 
     @field_validator("kfold")
     @classmethod

@@ -66,3 +66,22 @@ def test_target_asked_vs_reached_and_threads_are_reported(run):
     for batch in ("1", "8"):
         low, high = data["compressed"]["latency_spread_ms"][batch]
         assert low <= data["compressed"]["latency_ms"][batch] <= high
+
+
+def test_baseline_training_never_sees_the_validation_loader(monkeypatch, tmp_path):
+    from rich.console import Console
+
+    import prunekit.training as training
+    from prunekit.models import DigitsCNN
+    from prunekit.recipes.runner import _Run
+    from prunekit.recipes.sources import load_data
+
+    seen = {}
+    monkeypatch.setattr(training, "finetune", lambda model, train, val, **kw: seen.update(train=train, val=val))
+    recipe = apply_overrides(load_recipe(builtin_recipe_path("digits_demo")), {"output_dir": str(tmp_path / "r")},
+                             source="test")
+    run = _Run(recipe, tmp_path, Console(quiet=True), False)
+    run.bundle = load_data(recipe.data, seed=0)
+    run.train_baseline(DigitsCNN())
+    assert seen["train"] is run.bundle.train and seen["val"] is None
+    assert [row["stage"] for row in run.train_energy] == ["baseline training"]

@@ -185,7 +185,7 @@ class _Run:
             make_criterion(r.pruning.criterion, owner="recipe pruning.criterion")  # fail before any training
         _seed_everything(r.seed)
         self.stage(f"loading data and model for [bold]{r.name}[/bold]")
-        self.bundle: DataBundle = load_data(r.data, seed=r.seed)
+        self.bundle: DataBundle = load_data(r.data, seed=r.seed, pretrained=r.model.weights is not None)
         dense = load_model(r.model)
         dense, split = split_attention(dense)
         self.base_record = SurgeryRecord(split_attention=split)
@@ -235,8 +235,9 @@ class _Run:
         self.stage(f"training the dense baseline for {spec.epochs} epochs")
         config = self.finetune_config(epochs=spec.epochs, lr=spec.lr, optimizer=spec.optimizer,
                                       weight_decay=spec.weight_decay, name="baseline")
+        # no validation loader: the split that later guards accuracy plays no part in making the baseline
         self.metered("baseline training", "dense", spec.epochs, lambda: finetune(
-            model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task, resume=self.resume))
+            model, self.bundle.train, None, config=config, task=self.bundle.task, resume=self.resume))
 
     def prune_and_recover(self, dense: nn.Module):
         from prunekit.recipes.prune_stage import (remove_depth, run_masked, run_sensitivity_allocation,

@@ -114,7 +114,7 @@ class ModelSpec(_Section):
 
 
 class DataSpec(_Section):
-    """Where the data comes from: a built-in set, an ``.npz`` file (x, y[, x_test, y_test]) or a factory."""
+    """Where the data comes from: a built-in set, an ``.npz`` file (x, y[, x_val, y_val][, x_test, y_test]) or a factory."""
 
     builtin: str | None = None
     npz: str | None = None
@@ -123,7 +123,7 @@ class DataSpec(_Section):
     batch_size: PositiveInt = 64
     calib_samples: PositiveInt = 256
     task: Literal["classification", "regression"] = "classification"
-    val_fraction: Ratio = 0.15
+    val_fraction: LayerRatio = 0.15  # carved from x when the npz has no x_val/y_val; 0 needs x_val/y_val
     test_fraction: Ratio = 0.2  # ignored when the npz holds x_test/y_test
 
     @field_validator("builtin")

@@ -158,7 +158,9 @@ class ScheduleSpec(_Section):
     kind: Literal["oneshot", "iterative", "cubic", "adaptive"] = "oneshot"
     steps: PositiveInt = 1
     finetune_epochs_between: Count = 0
-    tolerance: NonNegative | None = None  # adaptive: max accuracy drop allowed per step
+    # adaptive: how far the VALIDATION LOSS may rise above the dense model's (absolute, in loss units;
+    # default 0.05), not an accuracy drop: the loss moves before accuracy does and works for regression too
+    tolerance: NonNegative | None = None
     initial_step: Ratio | None = None  # adaptive: first step's removed fraction
 
     @model_validator(mode="after")
@@ -276,8 +278,17 @@ class QuantizationSpec(_Section):
 class ExportSpec(_Section):
     """ONNX export (needed for latency measurement and int8)."""
 
-    onnx: bool = True
+    onnx: bool = True  # must stay true: ONNX Runtime is how prunekit measures the deployed models
     opset: Annotated[int, _interval(13, 23, low_closed=True, high_closed=True)] = 17
+
+    @field_validator("onnx")
+    @classmethod
+    def _onnx_is_how_we_measure(cls, value: bool) -> bool:
+        if not value:
+            raise PydanticCustomError(
+                "prunekit_onnx", "false is not supported: every latency, size and accuracy figure of the report is "
+                "measured on the ONNX export; remove export.onnx (it is always on)")
+        return value
 
 
 class EvaluationSpec(_Section):
@@ -326,13 +337,4 @@ class Recipe(_Section):
     def _default_output_dir(self) -> Recipe:
         if self.output_dir is None:
             object.__setattr__(self, "output_dir", f"runs/{self.name}")
-        return self
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Recipe:
-        if self.quantization.enabled and self.quantization.mode != "qat" and not self.export.onnx:
-            raise PydanticCustomError(
-                "prunekit_cross",
-                "quantization.mode static/dynamic produces an ONNX model; set export.onnx: true",
-            )
         return self

@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from prunekit import defaults
 from prunekit.data import DataBundle
 from prunekit.errors import RecipeError
 from prunekit.recipes.schema import Recipe
@@ -86,7 +87,7 @@ class _Run:
 
     def finetune_config(self, *, epochs: int, lr: float, optimizer: str, weight_decay: float, name: str,
                         scheduler: str = "cosine", momentum: float = 0.9, patience: int | None = None,
-                        temperature: float = 4.0, alpha: float = 0.5):
+                        temperature: float = defaults.DISTILL_TEMPERATURE, alpha: float = defaults.DISTILL_ALPHA):
         from prunekit.training import FinetuneConfig
 
         return FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay,

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from prunekit import defaults
+
 _IMPORT_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -148,8 +150,8 @@ class DataSpec(_Section):
 class TargetSpec(_Section):
     """How much to remove, measured on one metric: ``ratio`` is the fraction to REMOVE."""
 
-    metric: Literal["macs", "params", "channels", "latency"] = "macs"  # latency: ONNX Runtime p50, batch 1
-    ratio: Ratio = 0.5
+    metric: Literal["macs", "params", "channels", "latency"] = defaults.PRUNE_TARGET  # latency: ORT p50, batch 1
+    ratio: Ratio = defaults.PRUNE_RATIO
 
 
 class ScheduleSpec(_Section):
@@ -196,12 +198,12 @@ class PruningSpec(_Section):
     """Structured (channel) or fine-grained (unstructured, N:M) pruning."""
 
     enabled: bool = True
-    criterion: str = "l2"  # checked against the criteria registry by the runner
+    criterion: str = defaults.CRITERION  # checked against the criteria registry by the runner
     target: TargetSpec = Field(default_factory=TargetSpec)
-    scope: Literal["global", "local"] = "global"
+    scope: Literal["global", "local"] = defaults.PRUNE_SCOPE
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    round_to: PositiveInt = 8  # measured: odd widths ran slower than dense in ORT (benchmarks/vs_torch_pruning.py)
-    min_keep: PositiveInt = 1
+    round_to: PositiveInt = defaults.ROUND_TO  # measured: odd widths ran slower than dense in ORT (benchmarks/vs_torch_pruning.py)
+    min_keep: PositiveInt = defaults.MIN_KEEP
     ignore: list[str] = Field(default_factory=list)  # module names never pruned
     per_layer: dict[str, LayerRatio] = Field(default_factory=dict)  # module name -> removed fraction
     granularity: Literal["structured", "unstructured", "nm"] = "structured"
@@ -234,19 +236,19 @@ class DistillSpec(_Section):
     """Knowledge distillation from the dense model during recovery."""
 
     enabled: bool = True
-    temperature: Positive = 4.0
-    alpha: Probability = 0.7  # weight of the distillation term; 1 - alpha on the labels
+    temperature: Positive = defaults.DISTILL_TEMPERATURE
+    alpha: Probability = defaults.DISTILL_ALPHA  # weight of the distillation term; 1 - alpha on the labels
 
 
 class RecoverySpec(_Section):
     """Fine-tuning after pruning; ``epochs: 0`` keeps only BN recalibration."""
 
     epochs: Count = 0
-    lr: Positive = 0.01
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    scheduler: Literal["cosine", "step", "onecycle", "constant"] = "cosine"
-    momentum: Annotated[float, _interval(0, 1, low_closed=True, high_closed=False)] = 0.9
-    weight_decay: NonNegative = 5e-4
+    lr: Positive = defaults.LR
+    optimizer: Literal["sgd", "adam", "adamw"] = defaults.OPTIMIZER
+    scheduler: Literal["cosine", "step", "onecycle", "constant"] = defaults.SCHEDULER
+    momentum: Annotated[float, _interval(0, 1, low_closed=True, high_closed=False)] = defaults.MOMENTUM
+    weight_decay: NonNegative = defaults.WEIGHT_DECAY
     bn_recalibration: bool = True
     early_stopping_patience: PositiveInt | None = None
     distillation: DistillSpec = Field(default_factory=lambda: DistillSpec(enabled=False))

@@ -85,3 +85,27 @@ def test_baseline_training_never_sees_the_validation_loader(monkeypatch, tmp_pat
     run.train_baseline(DigitsCNN())
     assert seen["train"] is run.bundle.train and seen["val"] is None
     assert [row["stage"] for row in run.train_energy] == ["baseline training"]
+
+
+def test_the_run_trains_under_the_recipes_fixed_thread_count(monkeypatch, tmp_path):
+    import torch
+
+    from prunekit.recipes import runner
+
+    seen = {}
+
+    def fake_execute(self):
+        seen.update(threads=torch.get_num_threads(), deterministic=torch.are_deterministic_algorithms_enabled())
+        return None
+
+    monkeypatch.setattr(runner._Run, "execute", fake_execute)
+    recipe = apply_overrides(load_recipe(builtin_recipe_path("digits_demo")),
+                             {"output_dir": str(tmp_path / "r"), "train_threads": 1}, source="test")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runner.run_recipe(recipe)
+        assert seen == {"threads": 1, "deterministic": True}
+        assert torch.get_num_threads() == 2 and not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.set_num_threads(before)

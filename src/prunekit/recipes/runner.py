@@ -45,8 +45,11 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool =
                 shutil.rmtree(work)
             work.mkdir(parents=True, exist_ok=True)
         barrier()
-        report = _Run(recipe, work, console if ctx.is_main else Console(quiet=True), resume,
-                      is_main=ctx.is_main).execute()
+        from prunekit.training.reproducible import reproducible
+
+        with reproducible(recipe.train_threads):  # fixed torch threads, deterministic kernels (ORT keeps its own)
+            report = _Run(recipe, work, console if ctx.is_main else Console(quiet=True), resume,
+                          is_main=ctx.is_main).execute()
         barrier()
     if not ctx.is_main:
         return None

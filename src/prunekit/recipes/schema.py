@@ -326,8 +326,8 @@ class Recipe(_Section):
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[\w.-]+$")]
     seed: Count = 0
-    train_threads: PositiveInt | None = None  # fix torch threads while training so accuracy reproduces across machines
     output_dir: str | None = None  # default: runs/<name>
+    train_threads: PositiveInt | None = None  # fix torch threads while training so accuracy reproduces across machines
     model: ModelSpec
     data: DataSpec
     pruning: PruningSpec = Field(default_factory=lambda: PruningSpec(enabled=False))

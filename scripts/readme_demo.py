@@ -41,7 +41,7 @@ def cpu_model() -> str:
 
 def run_demo(out: Path) -> tuple[str, float]:
     """The demo's console output (summary table onward) and its wall time in seconds."""
-    env = dict(os.environ, COLUMNS="100", TERM="dumb", NO_COLOR="1")
+    env = dict(os.environ, COLUMNS="120", TERM="dumb", NO_COLOR="1")
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "prunekit.cli.main", "demo", "--out", str(out)], env=env,
                           capture_output=True, text=True, check=False)

@@ -37,6 +37,7 @@ def test_cli_table_and_html_carry_the_same_rows(make_report):
     console.print(summary_table(report))
     text = console.export_text()
     assert "(estimate)" in text and "asked / reached" in text and "2 threads" in text
+    assert "latency p50 [p25–p75], batch 1" in text and "0.8 [0.75–0.9]" in text
     html = render_html(report)
     assert "How it was measured" in html and "int8 check" in html and "val (200 samples)" in html
     assert "53.59%" in html

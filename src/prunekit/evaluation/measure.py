@@ -24,7 +24,6 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,14 +107,18 @@ def time_onnx(paths: Mapping[str, str | os.PathLike[str]], feeds: Mapping[int, M
               settings: MeasureSettings, *, runs: int | None = None,
               clock: Callable[[], float] = time.perf_counter) -> Samples:
     """Seconds per round for every model on every feed (one feed per batch size), alternating."""
+    sessions = {name: ort_session(p, settings) for name, p in paths.items()}
+    return _time_sessions(sessions, feeds, warmup=settings.warmup, runs=runs or settings.runs, clock=clock)
+
+
+def _time_sessions(sessions: Mapping[str, Any], feeds: Mapping[int, Mapping[str, np.ndarray]], *, warmup: int,
+                   runs: int, clock: Callable[[], float] = time.perf_counter) -> Samples:
     from prunekit.evaluation.latency import alternating_timings
 
-    sessions = {name: ort_session(p, settings) for name, p in paths.items()}
     out: Samples = {name: {} for name in sessions}
     for batch, feed in feeds.items():
         runners = {name: (lambda s=session, f=dict(feed): s.run(None, f)) for name, session in sessions.items()}
-        timed = alternating_timings(runners, warmup=settings.warmup, runs=runs or settings.runs, clock=clock)
-        for name, seconds in timed.items():
+        for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs, clock=clock).items():
             out[name][batch] = list(seconds)
     return out
 
@@ -196,20 +199,13 @@ def compare(sample: Callable[[int], Samples], *, candidate: str, baseline: str, 
 
 def compare_onnx(paths: Mapping[str, str | os.PathLike[str]], feeds: Mapping[int, Mapping[str, np.ndarray]], *,
                  candidate: str, baseline: str, settings: MeasureSettings, margin: float = 1.0) -> Comparison:
-    """:func:`compare` on two ONNX files, timed with :func:`time_onnx` (sessions built once)."""
-    from prunekit.evaluation.latency import alternating_timings
-
-    sessions = {name: ort_session(p, settings) for name, p in paths.items()}
+    """:func:`compare` on ONNX files, timed like :func:`time_onnx` (sessions built and warmed once)."""
     s = settings.resolved()
+    sessions = {name: ort_session(p, s) for name, p in paths.items()}
     warm = {"done": False}
 
     def sample(rounds: int) -> Samples:
-        out: Samples = {name: {} for name in sessions}
-        for batch, feed in feeds.items():
-            runners = {name: (lambda ss=session, f=dict(feed): ss.run(None, f)) for name, session in sessions.items()}
-            timed = alternating_timings(runners, warmup=0 if warm["done"] else s.warmup, runs=rounds)
-            for name, seconds in timed.items():
-                out[name][batch] = list(seconds)
+        out = _time_sessions(sessions, feeds, warmup=0 if warm["done"] else s.warmup, runs=rounds)
         warm["done"] = True
         return out
 

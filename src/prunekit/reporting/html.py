@@ -121,8 +121,8 @@ def _quantization(report: Report) -> str:
     q = report.quantization
     if q is None:
         return ""
-    rows = [("mode", q.mode), ("method", q.method), ("float accuracy", fmt_pct(q.float_accuracy)),
-            ("int8 accuracy", fmt_pct(q.int8_accuracy)), ("chosen artifact", q.chosen_artifact), ("why", q.reason)]
+    rows = [("mode", q.mode), ("method", q.method), ("float accuracy (validation split)", fmt_pct(q.float_accuracy)),
+            ("int8 accuracy (validation split)", fmt_pct(q.int8_accuracy)), ("chosen artifact", q.chosen_artifact), ("why", q.reason)]
     out = "<h2>Quantization</h2>" + _table(["item", "value"], rows)
     if q.float_layers:
         out += "<h3>Layers kept in float</h3>" + _table(["layer", "why"], sorted(q.float_layers.items()))

@@ -466,15 +466,18 @@ class _Run:
         ev = self.recipe.evaluation
         shape = tuple(self.example.shape[1:])
         rows = []
+        settings = self.measure_settings()
         torch_timings = (torch_latency({"dense": dense, "compressed": compressed}, input_shape=shape,
-                                       batch_sizes=tuple(ev.batch_sizes), runs=ev.latency_runs,
-                                       warmup=ev.warmup_runs) if ev.pytorch_latency else {})
+                                       batch_sizes=tuple(ev.batch_sizes), runs=settings.runs,
+                                       warmup=settings.warmup, threads=settings.threads) if ev.pytorch_latency else {})
         for runtime, table in (("onnxruntime", timings), ("pytorch", torch_timings)):
             for name in table:
                 for b in ev.batch_sizes:
                     t = table[name][b]
-                    rows.append({"model": name, "runtime": runtime, "batch": b, "p50_ms": round(t["p50_ms"], 4),
-                                 "p95_ms": round(t["p95_ms"], 4), "throughput_per_s": round(t["throughput_per_s"], 1)})
+                    rows.append({"model": name, "runtime": runtime, "batch": b, "threads": settings.threads,
+                                 "p25_ms": round(t["p25_ms"], 4), "p50_ms": round(t["p50_ms"], 4),
+                                 "p75_ms": round(t["p75_ms"], 4), "p95_ms": round(t["p95_ms"], 4),
+                                 "throughput_per_s": round(t["throughput_per_s"], 1)})
         if ev.memory:
             for name, path in paths.items():
                 reading = onnx_peak_memory(path, input_shape=shape, batch_size=max(ev.batch_sizes))
@@ -536,10 +539,14 @@ class _Run:
     def energy(self, paths: dict[str, Path]) -> dict[str, dict[int, dict]]:
         """Energy per sample of the deployed ONNX models, metered alternating at the report's batch sizes."""
         from prunekit.evaluation.energy import alternating_energy
-        from prunekit.evaluation.metrics import onnx_predictor
+        from prunekit.evaluation.measure import ort_session
 
         settings = self.measure_settings()
-        predictors = {name: onnx_predictor(path, threads=settings.threads) for name, path in paths.items()}
+        predictors = {}
+        for name, path in paths.items():  # the same ORT sessions as the latency table
+            session = ort_session(path, settings)
+            feed_name = session.get_inputs()[0].name
+            predictors[name] = lambda x, s=session, n=feed_name: s.run(None, {n: x.numpy()})
         result: dict[str, dict[int, dict]] = {name: {} for name in paths}
         for b in self.recipe.evaluation.batch_sizes:  # about 256 samples per turn, at least 2 calls
             x = self.example.repeat(b, *([1] * (self.example.dim() - 1)))

@@ -208,7 +208,7 @@ def _search(steps: Sequence, plan_for: Callable[[object], PruningPlan], measure:
 
 def _refine(plan: PruningPlan, groups: Sequence[ChannelGroup], scores: Mapping[str, torch.Tensor],
             normalized: Mapping[str, torch.Tensor], measure: Callable[[PruningPlan], float], ratio: float, *,
-            min_keep: int, round_to: int | None, budget: int = 48) -> PruningPlan:
+            min_keep: int, round_to: int | None, budget: int = 32) -> PruningPlan:
     """Close the gap one rounding step at a time after the global ranking overshot.
 
     With ``round_to``, one step of the ranking can cut a whole block of a wide layer at once

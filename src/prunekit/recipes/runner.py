@@ -21,6 +21,7 @@ from torch import nn
 from prunekit import defaults
 from prunekit.data import DataBundle
 from prunekit.errors import RecipeError
+from prunekit.recipes.facts import asked_vs_reached, split_sources
 from prunekit.recipes.schema import Recipe
 from prunekit.reporting.report import ModelMetrics, QuantizationInfo, RecoveryAccuracy, Report
 
@@ -82,7 +83,6 @@ class _Run:
         self.deployment: list[dict[str, Any]] = []
         self.train_energy: list[dict[str, Any]] = []  # metered around training the run does anyway
         self.energy_estimated = False
-        self.target: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ helpers
     def stage(self, text: str) -> None:
@@ -120,50 +120,12 @@ class _Run:
                                   "joules": round(reading.joules, 3), "joules_per_epoch": round(reading.joules / epochs, 3),
                                   "seconds": round(reading.seconds, 2), "estimated": reading.estimated})
 
-    def reached_target(self, dense: nn.Module, compressed: nn.Module, d: ModelMetrics, c: ModelMetrics) -> dict:
-        """The pruning target as asked and as reached (removed fractions of the dense model's metric)."""
-        spec = self.recipe.pruning
-        if spec is None or not spec.enabled or spec.granularity != "structured":
-            return {}
-        metric = spec.target.metric
-        reached, basis = None, ""
-        if metric in ("macs", "params"):
-            before, after = (d.macs, c.macs) if metric == "macs" else (d.params, c.params)
-            reached, basis = 1 - after / before, f"{metric} of the float models, counted"
-        elif metric == "channels":
-            widths = [row for row in _layer_widths(dense, compressed)]
-            before = sum(row["before"] for row in widths)
-            reached = 1 - sum(row["after"] for row in widths) / before if before else None
-            basis = "output channels of every conv/linear layer"
-        elif 1 in d.latency_ms and 1 in c.latency_ms:
-            reached = 1 - c.latency_ms[1] / d.latency_ms[1]
-            basis = "ONNX Runtime p50 at batch 1 of the deployed models (includes int8, if chosen)"
-        return {"metric": metric, "asked": spec.target.ratio, "reached": reached, "round_to": spec.round_to,
-                "basis": basis}
-
     def measurement_info(self) -> dict[str, Any]:
         info = self.measure_settings().describe()
         info["decisions"] = (f"int8 vs float and per-layer speed were decided at {info['threads']} threads, the same "
                              f"settings as the latency table; faster means the 95% interval of the paired speed "
                              f"ratio lies above 1")
         return info
-
-    def split_info(self) -> dict[str, Any]:
-        """Which split each figure comes from, and how big each split is."""
-        def size(loader) -> int | None:
-            try:
-                return len(loader.dataset)
-            except (AttributeError, TypeError):
-                return None
-
-        b = self.bundle
-        return {
-            "accuracy, F1, recovery curve (final figures)": "test",
-            "int8 accuracy check, adaptive schedule, early stopping, sensitivity (guards and decisions)": "val",
-            "int8 calibration": "calib (a slice of train)",
-            "validation source": getattr(b, "val_source", "") or "given by the data source",
-            **{f"{name} samples": size(getattr(b, name)) for name in ("train", "val", "test", "calib")},
-        }
 
     def torch_metrics(self, model: nn.Module, loader) -> dict:
         from prunekit.evaluation.metrics import evaluate, torch_predictor
@@ -224,8 +186,8 @@ class _Run:
             trajectory=trajectory, sensitivity=self.sensitivity, quantization=quant_info, deployment=self.deployment, groups=groups, layers=_layer_widths(dense, compressed),
             max_accuracy_drop=r.evaluation.max_accuracy_drop, artifacts=artifacts, notes=self.notes,
             warnings=self.warnings, recipe=r.model_dump(mode="json"),
-            target=self.reached_target(dense, compressed, d_metrics, c_metrics), measurement=self.measurement_info(),
-            splits=self.split_info(),
+            target=asked_vs_reached(r.pruning, d_metrics, c_metrics, _layer_widths(dense, compressed)),
+            measurement=self.measurement_info(), splits=split_sources(self.bundle),
         )
         if r.evaluation.kfold >= 2:
             self.notes.append(self.kfold(compressed))

@@ -48,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for method in ("minmax", "percentile", "entropy", "mse"):
             result = quantize_for_deployment(model, data.example_input, data.calib, workdir=Path(tmp) / method,
-                                             spec=replace(base, method=method), eval_fn=evaluate, repeats=100)
+                                             spec=replace(base, method=method), eval_fn=evaluate, repeats=100, threads=1)
             rows.append((method, result))
     print(f"DigitsCNN pruned to 50% MACs (conv widths {widths}), ONNX Runtime 1 thread, QDQ U8S8 per-channel, reduce_range auto; test accuracy")
     print(f"{'method':<11}{'size':>7}{'b1 int8/fp32':>14}{'b32 int8/fp32':>15}{'fp32 acc':>10}{'int8 acc':>10}"

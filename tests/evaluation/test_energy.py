@@ -103,3 +103,44 @@ def test_parameter_validation(tmp_path) -> None:
             pass
     with pytest.raises(InvalidParameterError, match="'n' parameter"):
         joules_per_1000_inferences(lambda x: x, torch.zeros(1), n=0)
+
+
+class _WorkMeter:
+    """A meter whose joules are the 'work' done inside it (set by the fake predictors)."""
+
+    work = 0.0
+
+    def __enter__(self):
+        self.start = _WorkMeter.work
+        return self
+
+    def __exit__(self, *exc):
+        self.reading_ = energy.EnergyReading(joules=_WorkMeter.work - self.start, seconds=0.0,
+                                             source="cpu-time-estimate", estimated=True, method="fake")
+
+
+def test_alternating_energy_meters_turns_in_flipping_order_per_batch() -> None:
+    order = []
+
+    def predictor(name, joules_per_sample):
+        def run(x):
+            order.append(name)
+            _WorkMeter.work += joules_per_sample * x.shape[0]
+        return run
+
+    preds = {"dense": predictor("dense", 0.004), "compressed": predictor("compressed", 0.001)}
+    batches = {1: torch.zeros(1, 3), 8: torch.zeros(8, 3)}
+    out = energy.alternating_energy(preds, batches, rounds=3, calls=2, meter=_WorkMeter)
+    assert out["dense"][1]["mj_per_sample"] == pytest.approx(4.0)  # 0.004 J per sample = 4 mJ
+    assert out["compressed"][8]["mj_per_sample"] == pytest.approx(1.0)
+    assert out["dense"][8]["samples"] == 3 * 2 * 8 and out["dense"][8]["estimated"]
+    # per batch: one warm-up call each, then rounds of 2 calls, the order flipping every round
+    assert order[:2 + 6 * 2] == ["dense", "compressed"] + ["dense"] * 2 + ["compressed"] * 2 + \
+        ["compressed"] * 2 + ["dense"] * 2 + ["dense"] * 2 + ["compressed"] * 2
+    with pytest.raises(InvalidParameterError, match="'rounds' parameter of alternating_energy"):
+        energy.alternating_energy(preds, batches, rounds=0)
+
+
+def test_estimate_note_is_one_fixed_sentence() -> None:
+    assert energy.estimate_note() == energy.estimate_note()
+    assert "10 W per busy core (assumed)" in energy.estimate_note()

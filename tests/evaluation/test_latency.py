@@ -79,7 +79,7 @@ def test_onnx_latency_creates_sessions_once_with_identical_options_and_alternate
     assert {shape for _, shape, _ in log[:per_batch]} == {(1, 3, 4)} and log[-1][1] == (5, 3, 4)
     assert all(dtype == np.float32 for _, _, dtype in log)
     assert set(result) == {"base", "small"} and set(result["base"]) == {1, 5}
-    assert set(result["small"][5]) == {"p50_ms", "p95_ms", "mean_ms", "throughput_per_s", "runs"}
+    assert set(result["small"][5]) == {"p25_ms", "p50_ms", "p75_ms", "p95_ms", "mean_ms", "throughput_per_s", "runs"}
     assert result["small"][5]["runs"] == 4
 
 

@@ -11,10 +11,11 @@ def test_deployment_picks_the_measured_faster_artifact(trained_cnn, digits_data,
     result = quantize_for_deployment(trained_cnn, digits_data.example_input, digits_data.calib, workdir=tmp_path,
                                      spec=QuantSpec(calib_batches=1), eval_fn=onnx_accuracy(digits_data.val),
                                      tolerance=0.02, repeats=5)
-    faster = all(result.speedup(b) > 1.0 for b in (1, 32))
+    faster = all(result.ratios[b].low > 1.0 for b in (1, 32))  # the whole 95% interval above 1
     assert result.chosen == ("int8" if faster else "fp32")
     assert result.chosen_path == (result.int8_path if faster else result.fp32_path)
-    assert f"batch 1: {result.speedup(1):.2f}x" in result.reason
+    assert f"batch 1: {result.ratios[1].p50:.2f}x" in result.reason
+    assert f"{result.threads} thread" in result.reason
     assert result.size_ratio < 0.5  # int8 weights: about a quarter of the float file
     assert result.float_score - result.int8_score <= 0.02
 

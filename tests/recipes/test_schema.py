@@ -122,9 +122,12 @@ def test_schedule_knobs_must_fit_kind() -> None:
     assert (sched.kind, sched.steps, sched.initial_step) == ("adaptive", 5, 0.1)
 
 
-def test_static_quantization_needs_onnx_export() -> None:
-    with pytest.raises(RecipeError, match="set export.onnx: true"):
-        recipe_from_dict(_with(quantization={"mode": "static"}, export={"onnx": False}))
+def test_onnx_export_cannot_be_switched_off() -> None:
+    # every figure of the report is measured on the ONNX export: false was silently ignored, now refused
+    with pytest.raises(RecipeError, match=r"export.onnx.*false is not supported.*remove export.onnx"):
+        recipe_from_dict(_with(export={"onnx": False}))
+    assert recipe_from_dict(_with(export={"onnx": True})).export.onnx is True
+
 
 
 def test_missing_required_and_count_of_more_problems() -> None:

@@ -220,5 +220,5 @@ def test_factory_loaders_become_a_bundle() -> None:
 def test_factory_empty_and_wrong_type() -> None:
     with pytest.raises(SourceError, match="returned an empty training loader"):
         load_data(DataSpec(factory=f"{__name__}:empty_factory"), seed=0)
-    with pytest.raises(SourceError, match="returned MLP; return a prunekit.data.DataBundle or a \\(train, val\\) pair"):
+    with pytest.raises(SourceError, match="returned MLP; return a prunekit.data.DataBundle, a \\(train, val, test\\) triple or a \\(train, val\\) pair"):
         load_data(DataSpec(factory="prunekit.models.builtin:MLP"), seed=0)

@@ -56,7 +56,7 @@ def test_recalibration_recovers_accuracy_of_a_trained_cnn() -> None:
     torch.manual_seed(0)
     data = digits(batch_size=64)
     model = DigitsCNN(width=8)
-    finetune(model, data.train, None, config=FinetuneConfig(epochs=2, lr=3e-3))
+    finetune(model, data.train, None, config=FinetuneConfig(epochs=2, lr=3e-3, optimizer="adam", weight_decay=0.0))
     before = evaluate(model, data.val)["accuracy"]
     with torch.no_grad():
         for m in model.modules():

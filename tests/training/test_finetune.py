@@ -23,7 +23,7 @@ def test_finetune_learns_digits_and_reports_history(data) -> None:  # noqa: ANN0
     model = MLP(hidden=(32,))
     before = evaluate(model, data.val)["accuracy"]
     seen: list[int] = []
-    result = finetune(model, data.train, data.val, config=FinetuneConfig(epochs=2, lr=1e-2),
+    result = finetune(model, data.train, data.val, config=FinetuneConfig(epochs=2, lr=1e-2, optimizer="adam", weight_decay=0.0),
                       on_epoch_end=lambda epoch, stats: seen.append(epoch))
     assert before < 0.3 and result.history[-1].val_accuracy > 0.85
     assert seen == [0, 1] and [h.epoch for h in result.history] == [0, 1]
@@ -117,7 +117,7 @@ def test_early_stopping_restores_best_weights() -> None:
 def test_distillation_with_feature_matching_makes_student_agree_with_teacher(data) -> None:  # noqa: ANN001
     torch.manual_seed(0)
     teacher = MLP(hidden=(64,))
-    finetune(teacher, data.train, None, config=FinetuneConfig(epochs=3, lr=1e-2))
+    finetune(teacher, data.train, None, config=FinetuneConfig(epochs=3, lr=1e-2, optimizer="adam", weight_decay=0.0))
     student = MLP(hidden=(16,))  # 16 hidden features against the teacher's 64: a linear projection
 
     def agreement() -> float:
@@ -126,7 +126,7 @@ def test_distillation_with_feature_matching_makes_student_agree_with_teacher(dat
             return (student(x).argmax(1) == teacher(x).argmax(1)).float().mean().item()
 
     start = agreement()
-    cfg = FinetuneConfig(epochs=3, lr=2e-2, temperature=2.0, alpha=1.0, feature_weight=0.1)
+    cfg = FinetuneConfig(epochs=3, lr=2e-2, temperature=2.0, alpha=1.0, feature_weight=0.1, optimizer="adam", weight_decay=0.0)
     finetune(student, data.train, data.val, config=cfg, teacher=teacher, feature_layers={"net.2": "net.2"})
     assert start < 0.3 and agreement() > 0.75  # alpha=1: the labels are never seen, only the teacher
     assert teacher.training is False and not student.net[2]._forward_hooks

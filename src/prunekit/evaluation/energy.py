@@ -17,7 +17,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -146,6 +146,56 @@ def joules_per_1000_inferences(predict: Callable[[torch.Tensor], Any], example_b
     return {"joules_per_1000": reading.joules / inferences * 1000, "inferences": inferences,
             "joules": reading.joules, "seconds": reading.seconds, "source": reading.source,
             "estimated": reading.estimated, "method": reading.method}
+
+
+def alternating_energy(predictors: Mapping[str, Callable[[torch.Tensor], Any]], batches: Mapping[int, torch.Tensor], *,
+                       rounds: int = 10, calls: int = 10, watts_per_core: float = DEFAULT_WATTS_PER_CORE,
+                       sysfs_root: str | Path | None = None, use_nvml: bool = True,
+                       meter: Callable[[], EnergyMeter] | None = None) -> dict[str, dict[int, dict]]:
+    """Energy per sample of several models, metered in alternating turns at each batch size.
+
+    Like latency, energy drifts with the machine (clock, temperature, other tenants): one model
+    after the other would charge the drift to whichever ran second. Each round meters ``calls``
+    calls of every model in turn, the order flipping every round, and the turns are summed.
+
+    Returns ``result[name][batch]`` with ``mj_per_sample``, ``joules``, ``samples``,
+    ``estimated`` and ``method`` (of the first turn: the same for every turn on one machine).
+    ``meter`` builds the meter for one turn (a seam for tests).
+    """
+    for label, value in (("rounds", rounds), ("calls", calls)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidParameterError(f"The '{label}' parameter of alternating_energy must be an int >= 1. "
+                                        f"Got {value!r} instead.")
+    if not predictors or not batches:
+        raise InvalidParameterError("alternating_energy needs at least one predictor and one batch size.")
+    make = meter or (lambda: EnergyMeter(watts_per_core=watts_per_core, sysfs_root=sysfs_root, use_nvml=use_nvml))
+    names = list(predictors)
+    result: dict[str, dict[int, dict]] = {name: {} for name in names}
+    for batch, x in batches.items():
+        for name in names:
+            predictors[name](x)  # warm-up outside the meter: first-call allocations are not steady state
+        joules = {name: 0.0 for name in names}
+        first: dict[str, EnergyReading] = {}
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                with make() as m:
+                    for _ in range(calls):
+                        predictors[name](x)
+                joules[name] += m.reading_.joules
+                first.setdefault(name, m.reading_)
+        samples = rounds * calls * int(x.shape[0])
+        for name in names:
+            result[name][batch] = {"mj_per_sample": joules[name] / samples * 1e3, "joules": joules[name],
+                                   "samples": samples, "estimated": first[name].estimated,
+                                   "method": first[name].method}
+    return result
+
+
+def estimate_note(watts_per_core: float = DEFAULT_WATTS_PER_CORE) -> str:
+    """The one note a report carries when its energy figures are estimates."""
+    return (f"energy figures marked (estimate) are not measured: no readable RAPL or NVML counter on this machine; "
+            f"they are this process's CPU time x {watts_per_core:g} W per busy core (assumed), which ranks models "
+            f"by work done but is only as right as that wattage")
 
 
 def _rapl_zones(root: Path) -> list[Path]:

@@ -71,11 +71,14 @@ def alternating_timings(runners: Mapping[str, Callable[[], Any]], *, warmup: int
 
 
 def summarize(seconds: Sequence[float], *, batch_size: int) -> dict[str, float]:
-    """``p50_ms``, ``p95_ms``, ``mean_ms``, ``throughput_per_s`` (samples/s at the median), ``runs``."""
+    """``p25_ms``, ``p50_ms``, ``p75_ms``, ``p95_ms``, ``mean_ms``, ``throughput_per_s`` (samples/s at
+    the median), ``runs``."""
     ms = np.asarray(seconds, dtype=np.float64) * 1e3
     p50 = float(np.percentile(ms, 50))
     return {
+        "p25_ms": float(np.percentile(ms, 25)),
         "p50_ms": p50,
+        "p75_ms": float(np.percentile(ms, 75)),
         "p95_ms": float(np.percentile(ms, 95)),
         "mean_ms": float(ms.mean()),
         "throughput_per_s": batch_size * 1e3 / p50 if p50 > 0 else float("inf"),
@@ -99,8 +102,8 @@ def onnx_latency(models: Mapping[str, str | Path], *, input_shape: Sequence[int]
     batch_sizes, warmup, runs
         Every batch size is measured with ``warmup`` untimed and ``runs`` timed rounds.
     threads : int, optional
-        ``intra_op_num_threads``; default :func:`physical_cores`. ``inter_op`` is 1 and the
-        execution mode sequential, the same for every session.
+        ``intra_op_num_threads``; default :func:`physical_cores`. The session options come from
+        :func:`prunekit.evaluation.measure.session_options`, the same as every speed decision.
     seed : int
         Seed of the random input batch (the same batch for every model).
     make_session : callable, optional
@@ -114,13 +117,11 @@ def onnx_latency(models: Mapping[str, str | Path], *, input_shape: Sequence[int]
     """
     import onnxruntime as ort
 
+    from prunekit.evaluation.measure import MeasureSettings, session_options
+
     _check_models(models)
     _check_counts(warmup=warmup, runs=runs)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads) if threads is not None else physical_cores()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = session_options(MeasureSettings(threads=int(threads) if threads is not None else None))
     check_files = make_session is None
     if make_session is None:
         def make_session(path: str, opts: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from prunekit import defaults
 from prunekit.dependency import DependencyGraph, build_graph
 from prunekit.dependency.groups import PruningPlan
 from prunekit.errors import InvalidParameterError, NotFittedError, PrunekitWarning, check_ratio
@@ -28,6 +29,8 @@ class StructuredPruner:
         A name from ``prunekit.importance.CRITERIA`` or a criterion object.
     ratio : float in [0, 1)
         Fraction of units (``target="channels"``) or of the model's params / MACs / cost to remove.
+        Defaults (here and for every argument) are :mod:`prunekit.defaults`, the same a recipe gets:
+        remove 50% of the MACs, global ranking, ``round_to=8``.
     target : {"channels", "params", "macs", "cost"}
         "cost" needs ``cost``, a callable ``cost(model) -> float`` (e.g. measured latency).
     scope : {"local", "global"}
@@ -54,13 +57,14 @@ class StructuredPruner:
     >>> import torch
     >>> from prunekit.models.builtin import MLP
     >>> model = MLP(in_features=8, hidden=(16,), num_classes=3)
-    >>> small = StructuredPruner(ratio=0.5).fit(model, torch.randn(1, 8)).transform(model)
+    >>> small = StructuredPruner(ratio=0.5, target="channels", scope="local").fit(model, torch.randn(1, 8)).transform(model)
     >>> small.net[1].out_features
     8
     """
 
-    def __init__(self, *, criterion: str | Criterion = "l2", ratio: float = 0.3, target: str = "channels",
-                 scope: str = "local", round_to: int | None = 8, min_keep: int = 1,
+    def __init__(self, *, criterion: str | Criterion = defaults.CRITERION, ratio: float = defaults.PRUNE_RATIO,
+                 target: str = defaults.PRUNE_TARGET, scope: str = defaults.PRUNE_SCOPE,
+                 round_to: int | None = defaults.ROUND_TO, min_keep: int = defaults.MIN_KEEP,
                  ignore: Sequence[str] = (), per_module: Mapping[str, float] | None = None,
                  reduction: str = "mean", normalizer: str | Callable | None = "mean",
                  loss_fn: Callable | None = None, batches: int | None = None, cost: Cost | None = None,

@@ -1,7 +1,9 @@
 """The one entry the pipeline calls: export, quantize, verify accuracy, measure speed, pick the artifact.
 
 Int8 is not always faster: the int8 model is timed against float in the same process and the
-deployable artifact is the faster of the two, with the reason recorded.
+deployable artifact is int8 only when it is faster beyond the timing noise (the rule and the ORT
+settings are :mod:`prunekit.evaluation.measure`'s, the same that fill the report), with the
+reason recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from prunekit.quantization.calibration import feeds_from_loader
 from prunekit.quantization.dynamic import quantize_dynamic_onnx
 from prunekit.quantization.fallback import EvalFn, accuracy_aware_fallback
 from prunekit.quantization.spec import QuantSpec
-from prunekit.quantization.speed import choose_faster, measure_latency
+from prunekit.evaluation.measure import MeasureSettings, RatioStats, compare_onnx
 from prunekit.quantization.static import mse_overrides, preprocess, quantize_static_onnx
 
 
@@ -43,6 +45,8 @@ class QuantResult:
     float_score: float | None = None
     int8_score: float | None = None
     kept_float: dict[str, str] = field(default_factory=dict)  # node -> why it stayed float
+    ratios: dict[int, RatioStats] = field(default_factory=dict)  # batch -> paired fp32/int8 ratio statistics
+    threads: int | None = None  # ORT intra-op threads the decision was timed with
 
     @property
     def size_ratio(self) -> float:
@@ -75,8 +79,9 @@ def quantize_for_deployment(
     tolerance: float | None = None,
     batch_sizes: Sequence[int] = (1, 32),
     repeats: int = 50,
-    threads: int = 1,
+    threads: int | None = None,
     per_layer_speed: bool = False,
+    settings: MeasureSettings | None = None,
 ) -> QuantResult:
     """Export ``model`` to ONNX, quantize it to int8, check accuracy, time both and choose.
 
@@ -91,6 +96,9 @@ def quantize_for_deployment(
     per_layer_speed
         Also keep in float each Conv/Gemm/MatMul whose int8 version makes the model slower
         (:func:`prunekit.quantization.layer_speed.keep_slow_layers_float`).
+    settings
+        Timing settings (threads, rounds...); default ``MeasureSettings(threads=threads, runs=repeats)``,
+        threads defaulting to the physical cores, as in the report's latency table.
 
     Raises
     ------
@@ -102,6 +110,7 @@ def quantize_for_deployment(
         raise InvalidParameterError(f"The 'mode' parameter of quantize_for_deployment must be 'static' or 'dynamic'. Got {mode!r} instead.")
     if tolerance is not None and eval_fn is None:
         raise InvalidParameterError("quantize_for_deployment got a tolerance without eval_fn: pass eval_fn to measure the drop")
+    settings = (settings or MeasureSettings(threads=threads, runs=repeats)).resolved()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     names = default_input_names(example_input)
@@ -130,15 +139,17 @@ def quantize_for_deployment(
 
         kept.update(keep_slow_layers_float(fp32, int8, feeds, spec=spec, timing_feeds=feeds_by_batch,
                                            workdir=workdir, excluded=list(kept), overrides=overrides,
-                                           threads=threads))
+                                           settings=settings))
         if eval_fn is not None:
             int8_score = float(eval_fn(str(int8)))
-    latency = measure_latency({"fp32": fp32, "int8": int8}, feeds_by_batch, repeats=repeats, threads=threads)
-    chosen, reason = choose_faster(latency, candidate="int8", baseline="fp32", batches=batch_sizes)
+    verdict = compare_onnx({"fp32": fp32, "int8": int8}, feeds_by_batch, candidate="int8", baseline="fp32",
+                           settings=settings)
+    chosen, reason = verdict.chosen, verdict.reason
     return QuantResult(
         fp32_path=fp32, int8_path=int8, chosen=chosen,  # type: ignore[arg-type]
         chosen_path=int8 if chosen == "int8" else fp32, reason=reason, mode=mode,
         method=spec.method if mode == "static" else "dynamic", fp32_bytes=onnx_size_bytes(fp32),
-        int8_bytes=onnx_size_bytes(int8), latency_s={k: dict(v) for k, v in latency.median_s.items()},
-        float_score=float_score, int8_score=int8_score, kept_float=kept,
+        int8_bytes=onnx_size_bytes(int8), latency_s=verdict.median_s(),
+        float_score=float_score, int8_score=int8_score, kept_float=kept, ratios=dict(verdict.ratios),
+        threads=settings.threads,
     )

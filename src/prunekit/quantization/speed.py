@@ -1,39 +1,36 @@
-"""Measure before promising: fp32 vs int8 ONNX Runtime latency in one process, alternating, medians.
+"""Measure before promising: fp32 vs int8 ONNX Runtime latency in one process, alternating.
 
-Alternating the models run by run spreads machine noise (other processes, frequency changes)
-evenly over both, so the ratio is trustworthy even when absolute times drift.
+A thin layer over :mod:`prunekit.evaluation.measure`, which owns the ORT settings and the rule
+for "faster beyond noise"; this module keeps the quantization-facing names.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-import onnxruntime as ort
 
 from prunekit.errors import InvalidParameterError
+from prunekit.evaluation.measure import Comparison, MeasureSettings, Samples, compare, ort_session, time_onnx
 
 
-def make_session(path: str | os.PathLike[str], *, threads: int = 1,
-                 level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> ort.InferenceSession:
-    """A CPU session with a fixed thread count, so fp32 and int8 are timed under equal terms."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = level
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+def make_session(path: str | os.PathLike[str], *, threads: int | None = None) -> object:
+    """A CPU session configured like every other prunekit timing (see :class:`MeasureSettings`)."""
+    return ort_session(path, MeasureSettings(threads=threads))
 
 
 @dataclass(frozen=True)
 class Latency:
-    """Median seconds per run for each model, at each batch size."""
+    """Median seconds per run for each model, at each batch size (and the raw rounds, when timed)."""
 
     median_s: Mapping[str, Mapping[int, float]]  # model name -> batch size -> seconds
+    samples: Samples | None = field(default=None, repr=False)
+    threads: int | None = None
 
     def ratio(self, name: str, baseline: str, batch: int) -> float:
-        """Speed-up of ``name`` over ``baseline`` (> 1 means faster)."""
+        """Speed-up of ``name`` over ``baseline`` (> 1 means faster), from the medians."""
         return self.median_s[baseline][batch] / self.median_s[name][batch]
 
 
@@ -43,27 +40,32 @@ def measure_latency(
     *,
     repeats: int = 50,
     warmup: int = 10,
-    threads: int = 1,
+    threads: int | None = None,
+    settings: MeasureSettings | None = None,
 ) -> Latency:
-    """Time every model on every feed (one feed per batch size), round-robin, and keep medians."""
+    """Time every model on every feed (one feed per batch size), alternating; keep the rounds."""
     if repeats < 1 or warmup < 0:
         raise InvalidParameterError(
             f"measure_latency needs repeats >= 1 and warmup >= 0. Got repeats={repeats}, warmup={warmup} instead."
         )
-    from prunekit.evaluation.latency import alternating_timings
-
-    sessions = {name: make_session(p, threads=threads) for name, p in paths.items()}
-    result: dict[str, dict[int, float]] = {name: {} for name in sessions}
-    for batch, feed in feeds.items():
-        runners = {name: (lambda s=session, f=dict(feed): s.run(None, f)) for name, session in sessions.items()}
-        for name, t in alternating_timings(runners, warmup=warmup, runs=repeats).items():
-            result[name][batch] = float(np.median(t))
-    return Latency(result)
+    settings = (settings or MeasureSettings(threads=threads, warmup=warmup, runs=repeats)).resolved()
+    samples = time_onnx(paths, feeds, settings)
+    medians = {name: {b: float(np.median(t)) for b, t in per.items()} for name, per in samples.items()}
+    return Latency(medians, samples, settings.threads)
 
 
 def choose_faster(latency: Latency, *, candidate: str, baseline: str, batches: Sequence[int],
-                  margin: float = 1.0) -> tuple[str, str]:
-    """Pick ``candidate`` only if it beats ``baseline`` at every batch size; say why either way."""
+                  margin: float = 1.0, settings: MeasureSettings | None = None) -> tuple[str, str]:
+    """Pick ``candidate`` only if it beats ``baseline`` at every batch size; say why either way.
+
+    With timed rounds (``latency.samples``) the rule is :func:`prunekit.evaluation.measure.compare`
+    on those rounds (the confidence interval of the paired ratio must clear ``margin``); hand-made
+    medians alone fall back to ``ratio > margin``.
+    """
+    if latency.samples is not None:
+        result = decide(latency, candidate=candidate, baseline=baseline, batches=batches, margin=margin,
+                        settings=settings)
+        return result.chosen, result.reason
     ratios = {b: latency.ratio(candidate, baseline, b) for b in batches}
     text = ", ".join(f"batch {b}: {r:.2f}x" for b, r in ratios.items())
     if all(r > margin for r in ratios.values()):
@@ -71,3 +73,14 @@ def choose_faster(latency: Latency, *, candidate: str, baseline: str, batches: S
     slow = [b for b, r in ratios.items() if r <= margin]
     return baseline, (f"{candidate} is not faster than {baseline} at batch {', '.join(map(str, slow))} ({text}); "
                       f"keeping {baseline}")
+
+
+def decide(latency: Latency, *, candidate: str, baseline: str, batches: Sequence[int], margin: float = 1.0,
+           settings: MeasureSettings | None = None) -> Comparison:
+    """:func:`compare` on rounds already timed (no extra rounds: the timing is over)."""
+    samples = latency.samples or {}
+    rounds = len(next(iter(samples[baseline].values())))
+    fixed = MeasureSettings(threads=latency.threads or (settings.threads if settings else None),
+                            runs=rounds, max_runs=rounds)
+    return compare(lambda n: samples, candidate=candidate, baseline=baseline, batches=list(batches),
+                   settings=fixed, margin=margin)

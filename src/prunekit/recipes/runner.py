@@ -18,8 +18,10 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from prunekit import defaults
 from prunekit.data import DataBundle
 from prunekit.errors import RecipeError
+from prunekit.recipes.facts import asked_vs_reached, split_sources
 from prunekit.recipes.schema import Recipe
 from prunekit.reporting.report import ModelMetrics, QuantizationInfo, RecoveryAccuracy, Report
 
@@ -44,8 +46,11 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool =
                 shutil.rmtree(work)
             work.mkdir(parents=True, exist_ok=True)
         barrier()
-        report = _Run(recipe, work, console if ctx.is_main else Console(quiet=True), resume,
-                      is_main=ctx.is_main).execute()
+        from prunekit.training.reproducible import reproducible
+
+        with reproducible(recipe.train_threads):  # fixed torch threads, deterministic kernels (ORT keeps its own)
+            report = _Run(recipe, work, console if ctx.is_main else Console(quiet=True), resume,
+                          is_main=ctx.is_main).execute()
         barrier()
     if not ctx.is_main:
         return None
@@ -76,6 +81,8 @@ class _Run:
         self.qat_model: nn.Module | None = None  # set when quantization-aware training wraps the model
         self.dense: nn.Module | None = None
         self.deployment: list[dict[str, Any]] = []
+        self.train_energy: list[dict[str, Any]] = []  # metered around training the run does anyway
+        self.energy_estimated = False
 
     # ------------------------------------------------------------------ helpers
     def stage(self, text: str) -> None:
@@ -83,13 +90,42 @@ class _Run:
 
     def finetune_config(self, *, epochs: int, lr: float, optimizer: str, weight_decay: float, name: str,
                         scheduler: str = "cosine", momentum: float = 0.9, patience: int | None = None,
-                        temperature: float = 4.0, alpha: float = 0.5):
+                        temperature: float = defaults.DISTILL_TEMPERATURE, alpha: float = defaults.DISTILL_ALPHA):
         from prunekit.training import FinetuneConfig
 
         return FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                               scheduler=scheduler, momentum=momentum, early_stopping_patience=patience,
                               temperature=temperature, alpha=alpha, seed=self.recipe.seed,
                               checkpoint_dir=str(self.work / "checkpoints" / name), progress=True)
+
+    def measure_settings(self):
+        """The ORT timing settings every decision and every latency table of this run shares."""
+        from prunekit.evaluation.measure import MeasureSettings
+
+        ev = self.recipe.evaluation
+        return MeasureSettings(threads=ev.threads, warmup=ev.warmup_runs, runs=ev.latency_runs).resolved()
+
+    def metered(self, label: str, model_name: str, epochs: int, work) -> None:
+        """Run ``work()``; with ``evaluation.energy``, meter it and keep a training-energy row."""
+        if not self.recipe.evaluation.energy or epochs <= 0:
+            work()
+            return
+        from prunekit.evaluation.energy import EnergyMeter
+
+        with EnergyMeter() as meter:
+            work()
+        reading = meter.reading_
+        self.energy_estimated |= reading.estimated
+        self.train_energy.append({"model": model_name, "runtime": "pytorch-train", "stage": label, "epochs": epochs,
+                                  "joules": round(reading.joules, 3), "joules_per_epoch": round(reading.joules / epochs, 3),
+                                  "seconds": round(reading.seconds, 2), "estimated": reading.estimated})
+
+    def measurement_info(self) -> dict[str, Any]:
+        info = self.measure_settings().describe()
+        info["decisions"] = (f"int8 vs float and per-layer speed were decided at {info['threads']} threads, the same "
+                             f"settings as the latency table; faster means the 95% interval of the paired speed "
+                             f"ratio lies above 1")
+        return info
 
     def torch_metrics(self, model: nn.Module, loader) -> dict:
         from prunekit.evaluation.metrics import evaluate, torch_predictor
@@ -115,7 +151,7 @@ class _Run:
             make_criterion(r.pruning.criterion, owner="recipe pruning.criterion")  # fail before any training
         _seed_everything(r.seed)
         self.stage(f"loading data and model for [bold]{r.name}[/bold]")
-        self.bundle: DataBundle = load_data(r.data, seed=r.seed)
+        self.bundle: DataBundle = load_data(r.data, seed=r.seed, pretrained=r.model.weights is not None)
         dense = load_model(r.model)
         dense, split = split_attention(dense)
         self.base_record = SurgeryRecord(split_attention=split)
@@ -144,11 +180,14 @@ class _Run:
         self.save_compressed(compressed, record)
         metrics, quant_info, artifacts = self.deploy_and_measure(dense, compressed, masks)
         d_metrics, c_metrics = metrics
+        self.energy_notes()
         report = Report(
             recipe_name=r.name, dense=d_metrics, compressed=c_metrics, task=self.bundle.task, recovery=recovery,
             trajectory=trajectory, sensitivity=self.sensitivity, quantization=quant_info, deployment=self.deployment, groups=groups, layers=_layer_widths(dense, compressed),
             max_accuracy_drop=r.evaluation.max_accuracy_drop, artifacts=artifacts, notes=self.notes,
             warnings=self.warnings, recipe=r.model_dump(mode="json"),
+            target=asked_vs_reached(r.pruning, d_metrics, c_metrics, _layer_widths(dense, compressed)),
+            measurement=self.measurement_info(), splits=split_sources(self.bundle),
         )
         if r.evaluation.kfold >= 2:
             self.notes.append(self.kfold(compressed))
@@ -162,7 +201,9 @@ class _Run:
         self.stage(f"training the dense baseline for {spec.epochs} epochs")
         config = self.finetune_config(epochs=spec.epochs, lr=spec.lr, optimizer=spec.optimizer,
                                       weight_decay=spec.weight_decay, name="baseline")
-        finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task, resume=self.resume)
+        # no validation loader: the split that later guards accuracy plays no part in making the baseline
+        self.metered("baseline training", "dense", spec.epochs, lambda: finetune(
+            model, self.bundle.train, None, config=config, task=self.bundle.task, resume=self.resume))
 
     def prune_and_recover(self, dense: nn.Module):
         from prunekit.recipes.prune_stage import (remove_depth, run_masked, run_sensitivity_allocation,
@@ -237,8 +278,10 @@ class _Run:
                                           weight_decay=rec.weight_decay, scheduler=rec.scheduler,
                                           momentum=rec.momentum, patience=rec.early_stopping_patience,
                                           temperature=rec.distillation.temperature, alpha=rec.distillation.alpha)
-            finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task,
-                     teacher=teacher, resume=self.resume)
+            self.metered("recovery fine-tune" + (" (with teacher forward passes)" if teacher is not None else ""),
+                         "compressed", rec.epochs, lambda: finetune(
+                             model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task,
+                             teacher=teacher, resume=self.resume))
         after_ft = self.torch_metrics(model, self.bundle.test).get("accuracy")
         if outcome.masks is not None:
             from prunekit.pruning.masking import make_permanent
@@ -289,22 +332,34 @@ class _Run:
             deployed, quant_info = self.quantize(compressed)
         else:
             deployed = export_onnx(compressed.eval(), self.example, self.work / "compressed.onnx", opset=r.export.opset)
-        self.stage(f"measuring ONNX Runtime latency (dense and compressed alternating, {r.evaluation.latency_runs} runs)")
+        settings = self.measure_settings()
+        self.stage(f"measuring ONNX Runtime latency (dense and compressed alternating, {settings.runs} runs, "
+                   f"{settings.threads} threads)")
         timings = onnx_latency({"dense": dense_onnx, "compressed": deployed}, input_shape=tuple(self.example.shape[1:]),
-                               batch_sizes=tuple(r.evaluation.batch_sizes), runs=r.evaluation.latency_runs,
-                               warmup=r.evaluation.warmup_runs)
+                               batch_sizes=tuple(r.evaluation.batch_sizes), runs=settings.runs,
+                               warmup=settings.warmup, threads=settings.threads)
+        from prunekit.evaluation.measure import spread_warning
+
+        busy = spread_warning(timings, threads=settings.threads)
+        if busy is not None:
+            self.warnings.append(busy)
+        energy = self.energy({"dense": Path(dense_onnx), "compressed": Path(deployed)}) if r.evaluation.energy else {}
         self.stage("evaluating both deployed models on the held-out test split")
         results = []
         for name, model, path in (("dense", dense, dense_onnx), ("compressed", compressed, deployed)):
             m = self.onnx_metrics(Path(path), self.bundle.test)
-            energy = self.energy(Path(path)) if r.evaluation.energy else None
+            by_batch = {b: e["mj_per_sample"] for b, e in energy.get(name, {}).items()}
             extra = ("precision_macro", "recall_macro", "f1_weighted", "mse", "mae", "r2")
             task_metrics = {k: float(m[k]) for k in extra if isinstance(m.get(k), (int, float))}
             results.append(ModelMetrics(
                 params=count_params(model), macs=count_macs(model, self.example).total,
                 accuracy=m.get("accuracy"), f1_macro=m.get("f1_macro"), file_size_bytes=onnx_size_bytes(path),
                 latency_ms={b: timings[name][b]["p50_ms"] for b in r.evaluation.batch_sizes},
-                energy_mj=energy, task_metrics=task_metrics))
+                latency_spread_ms={b: (timings[name][b]["p25_ms"], timings[name][b]["p75_ms"])
+                                   for b in r.evaluation.batch_sizes},
+                energy_mj=by_batch[min(by_batch)] if by_batch else None, energy_mj_by_batch=by_batch,
+                energy_estimated=any(e["estimated"] for e in energy.get(name, {}).values()) if by_batch else None,
+                task_metrics=task_metrics))
         self.deployment = self.deployment_rows(dense, compressed, {"dense": dense_onnx, "compressed": deployed}, timings)
         if q is not None and q.enabled and q.weight_only is not None:
             self.deployment.append(self.weight_only_row(compressed))
@@ -324,8 +379,8 @@ class _Run:
     def quantize_qat(self, model: nn.Module) -> tuple[Path, QuantizationInfo]:
         """Quantization-aware training (unless joint order already did it), then the same int8 ONNX form."""
         from prunekit.export.onnx import default_input_names, export_onnx
-        from prunekit.quantization import (calibrate_qat, choose_faster, convert_qat, export_qat_onnx,
-                                           feeds_from_loader, measure_latency, prepare_qat, preprocess)
+        from prunekit.quantization import (calibrate_qat, convert_qat, export_qat_onnx, feeds_from_loader, prepare_qat,
+                                           preprocess)
         from prunekit.training import finetune
 
         r, q, rec = self.recipe, self.recipe.quantization, self.recipe.recovery
@@ -349,8 +404,11 @@ class _Run:
                           workdir / "model_fp32.onnx")
         batches = tuple(r.evaluation.batch_sizes)
         by_batch = {b: {names[0]: self.example.repeat(b, *([1] * (self.example.dim() - 1))).numpy()} for b in batches}
-        latency = measure_latency({"fp32": fp32, "int8": int8}, by_batch, repeats=r.evaluation.latency_runs)
-        chosen, reason = choose_faster(latency, candidate="int8", baseline="fp32", batches=batches)
+        from prunekit.evaluation.measure import compare_onnx
+
+        verdict = compare_onnx({"fp32": fp32, "int8": int8}, by_batch, candidate="int8", baseline="fp32",
+                               settings=self.measure_settings())
+        chosen, reason = verdict.chosen, verdict.reason
         float_acc = self.onnx_metrics(Path(fp32), self.bundle.val).get("accuracy")
         int8_acc = self.onnx_metrics(Path(int8), self.bundle.val).get("accuracy")
         if q.tolerance is not None and float_acc is not None and float_acc - int8_acc > q.tolerance:
@@ -370,24 +428,24 @@ class _Run:
         ev = self.recipe.evaluation
         shape = tuple(self.example.shape[1:])
         rows = []
+        settings = self.measure_settings()
         torch_timings = (torch_latency({"dense": dense, "compressed": compressed}, input_shape=shape,
-                                       batch_sizes=tuple(ev.batch_sizes), runs=ev.latency_runs,
-                                       warmup=ev.warmup_runs) if ev.pytorch_latency else {})
+                                       batch_sizes=tuple(ev.batch_sizes), runs=settings.runs,
+                                       warmup=settings.warmup, threads=settings.threads) if ev.pytorch_latency else {})
         for runtime, table in (("onnxruntime", timings), ("pytorch", torch_timings)):
             for name in table:
                 for b in ev.batch_sizes:
                     t = table[name][b]
-                    rows.append({"model": name, "runtime": runtime, "batch": b, "p50_ms": round(t["p50_ms"], 4),
-                                 "p95_ms": round(t["p95_ms"], 4), "throughput_per_s": round(t["throughput_per_s"], 1)})
+                    rows.append({"model": name, "runtime": runtime, "batch": b, "threads": settings.threads,
+                                 "p25_ms": round(t["p25_ms"], 4), "p50_ms": round(t["p50_ms"], 4),
+                                 "p75_ms": round(t["p75_ms"], 4), "p95_ms": round(t["p95_ms"], 4),
+                                 "throughput_per_s": round(t["throughput_per_s"], 1)})
         if ev.memory:
             for name, path in paths.items():
                 reading = onnx_peak_memory(path, input_shape=shape, batch_size=max(ev.batch_sizes))
                 rows.append({"model": name, "runtime": "onnxruntime", "batch": max(ev.batch_sizes),
                              "peak_memory_mb": round(reading.model_mb, 2)})
-        if ev.energy:
-            for name, model in (("dense", dense), ("compressed", compressed)):
-                rows.append({"model": name, "runtime": "pytorch-train", "batch": self.bundle.train.batch_size,
-                             "joules_per_epoch": round(self.train_epoch_joules(model), 3)})
+        rows.extend(self.train_energy)  # metered around the training this run did, not an extra epoch
         return rows
 
     def weight_only_row(self, model: nn.Module) -> dict[str, Any]:
@@ -412,22 +470,6 @@ class _Run:
                 "accuracy": accuracy, "accuracy_delta": None if accuracy is None or float_accuracy is None
                 else round(accuracy - float_accuracy, 4)}
 
-    def train_epoch_joules(self, model: nn.Module) -> float:
-        """Energy of one fine-tuning epoch of a copy of ``model`` (counters, or an estimate noted)."""
-        import torch.nn.functional as F
-
-        from prunekit.evaluation.energy import EnergyMeter
-
-        trainee = copy.deepcopy(model).train()
-        optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-3)
-        loss_fn = F.cross_entropy if self.bundle.task == "classification" else F.mse_loss
-        with EnergyMeter() as meter:
-            for x, y in self.bundle.train:
-                optimizer.zero_grad()
-                loss_fn(trainee(x), y).backward()
-                optimizer.step()
-        return float(meter.reading_.joules)
-
     def quantize(self, model: nn.Module) -> tuple[Path, QuantizationInfo]:
         from prunekit.quantization import QuantSpec, quantize_for_deployment
 
@@ -446,7 +488,8 @@ class _Run:
         result = quantize_for_deployment(
             model.eval(), self.example, self.bundle.calib, workdir=self.work / "quantization", spec=spec, mode=mode,
             eval_fn=score if q.tolerance is not None else None, tolerance=q.tolerance,
-            batch_sizes=tuple(r.evaluation.batch_sizes), per_layer_speed=q.per_layer_speed)
+            batch_sizes=tuple(r.evaluation.batch_sizes), per_layer_speed=q.per_layer_speed,
+            settings=self.measure_settings())
         final = self.work / ("compressed.int8.onnx" if result.chosen == "int8" else "compressed.onnx")
         shutil.copyfile(result.chosen_path, final)
         info = QuantizationInfo(mode=result.mode, method=result.method, float_layers=dict(result.kept_float),
@@ -455,16 +498,31 @@ class _Run:
         self.console.print(f"  int8 decision: [bold]{result.chosen}[/bold] — {result.reason}")
         return final, info
 
-    def energy(self, path: Path) -> float | None:
-        from prunekit.evaluation.energy import joules_per_1000_inferences
-        from prunekit.evaluation.metrics import onnx_predictor
+    def energy(self, paths: dict[str, Path]) -> dict[str, dict[int, dict]]:
+        """Energy per sample of the deployed ONNX models, metered alternating at the report's batch sizes."""
+        from prunekit.evaluation.energy import alternating_energy
+        from prunekit.evaluation.measure import ort_session
 
-        reading = joules_per_1000_inferences(onnx_predictor(path), self.example, n=200)
-        if reading["estimated"]:
-            note = f"energy is an estimate: {reading['method']}"
-            if note not in self.notes:
-                self.notes.append(note)
-        return float(reading["joules_per_1000"])  # joules per 1000 inferences == millijoules per inference
+        settings = self.measure_settings()
+        predictors = {}
+        for name, path in paths.items():  # the same ORT sessions as the latency table
+            session = ort_session(path, settings)
+            feed_name = session.get_inputs()[0].name
+            predictors[name] = lambda x, s=session, n=feed_name: s.run(None, {n: x.numpy()})
+        result: dict[str, dict[int, dict]] = {name: {} for name in paths}
+        for b in self.recipe.evaluation.batch_sizes:  # about 256 samples per turn, at least 2 calls
+            x = self.example.repeat(b, *([1] * (self.example.dim() - 1)))
+            for name, per in alternating_energy(predictors, {b: x}, rounds=10, calls=max(2, 256 // b)).items():
+                result[name].update(per)
+        self.energy_estimated |= any(e["estimated"] for per in result.values() for e in per.values())
+        return result
+
+    def energy_notes(self) -> None:
+        """One note for every estimated energy figure of the run (inference and training alike)."""
+        from prunekit.evaluation.energy import estimate_note
+
+        if self.energy_estimated and estimate_note() not in self.notes:
+            self.notes.append(estimate_note())
 
     def kfold(self, compressed: nn.Module) -> str:
         from prunekit.evaluation.kfold import cross_validate

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from prunekit import defaults
+
 _IMPORT_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -114,7 +116,7 @@ class ModelSpec(_Section):
 
 
 class DataSpec(_Section):
-    """Where the data comes from: a built-in set, an ``.npz`` file (x, y[, x_test, y_test]) or a factory."""
+    """Where the data comes from: a built-in set, an ``.npz`` file (x, y[, x_val, y_val][, x_test, y_test]) or a factory."""
 
     builtin: str | None = None
     npz: str | None = None
@@ -123,7 +125,7 @@ class DataSpec(_Section):
     batch_size: PositiveInt = 64
     calib_samples: PositiveInt = 256
     task: Literal["classification", "regression"] = "classification"
-    val_fraction: Ratio = 0.15
+    val_fraction: LayerRatio = 0.15  # carved from x when the npz has no x_val/y_val; 0 needs x_val/y_val
     test_fraction: Ratio = 0.2  # ignored when the npz holds x_test/y_test
 
     @field_validator("builtin")
@@ -148,8 +150,8 @@ class DataSpec(_Section):
 class TargetSpec(_Section):
     """How much to remove, measured on one metric: ``ratio`` is the fraction to REMOVE."""
 
-    metric: Literal["macs", "params", "channels", "latency"] = "macs"  # latency: ONNX Runtime p50, batch 1
-    ratio: Ratio = 0.5
+    metric: Literal["macs", "params", "channels", "latency"] = defaults.PRUNE_TARGET  # latency: ORT p50, batch 1
+    ratio: Ratio = defaults.PRUNE_RATIO
 
 
 class ScheduleSpec(_Section):
@@ -158,7 +160,9 @@ class ScheduleSpec(_Section):
     kind: Literal["oneshot", "iterative", "cubic", "adaptive"] = "oneshot"
     steps: PositiveInt = 1
     finetune_epochs_between: Count = 0
-    tolerance: NonNegative | None = None  # adaptive: max accuracy drop allowed per step
+    # adaptive: how far the VALIDATION LOSS may rise above the dense model's (absolute, in loss units;
+    # default 0.05), not an accuracy drop: the loss moves before accuracy does and works for regression too
+    tolerance: NonNegative | None = None
     initial_step: Ratio | None = None  # adaptive: first step's removed fraction
 
     @model_validator(mode="after")
@@ -194,12 +198,12 @@ class PruningSpec(_Section):
     """Structured (channel) or fine-grained (unstructured, N:M) pruning."""
 
     enabled: bool = True
-    criterion: str = "l2"  # checked against the criteria registry by the runner
+    criterion: str = defaults.CRITERION  # checked against the criteria registry by the runner
     target: TargetSpec = Field(default_factory=TargetSpec)
-    scope: Literal["global", "local"] = "global"
+    scope: Literal["global", "local"] = defaults.PRUNE_SCOPE
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    round_to: PositiveInt = 8  # measured: odd widths ran slower than dense in ORT (benchmarks/vs_torch_pruning.py)
-    min_keep: PositiveInt = 1
+    round_to: PositiveInt = defaults.ROUND_TO  # measured: odd widths ran slower than dense in ORT (benchmarks/vs_torch_pruning.py)
+    min_keep: PositiveInt = defaults.MIN_KEEP
     ignore: list[str] = Field(default_factory=list)  # module names never pruned
     per_layer: dict[str, LayerRatio] = Field(default_factory=dict)  # module name -> removed fraction
     granularity: Literal["structured", "unstructured", "nm"] = "structured"
@@ -232,19 +236,19 @@ class DistillSpec(_Section):
     """Knowledge distillation from the dense model during recovery."""
 
     enabled: bool = True
-    temperature: Positive = 4.0
-    alpha: Probability = 0.7  # weight of the distillation term; 1 - alpha on the labels
+    temperature: Positive = defaults.DISTILL_TEMPERATURE
+    alpha: Probability = defaults.DISTILL_ALPHA  # weight of the distillation term; 1 - alpha on the labels
 
 
 class RecoverySpec(_Section):
     """Fine-tuning after pruning; ``epochs: 0`` keeps only BN recalibration."""
 
     epochs: Count = 0
-    lr: Positive = 0.01
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    scheduler: Literal["cosine", "step", "onecycle", "constant"] = "cosine"
-    momentum: Annotated[float, _interval(0, 1, low_closed=True, high_closed=False)] = 0.9
-    weight_decay: NonNegative = 5e-4
+    lr: Positive = defaults.LR
+    optimizer: Literal["sgd", "adam", "adamw"] = defaults.OPTIMIZER
+    scheduler: Literal["cosine", "step", "onecycle", "constant"] = defaults.SCHEDULER
+    momentum: Annotated[float, _interval(0, 1, low_closed=True, high_closed=False)] = defaults.MOMENTUM
+    weight_decay: NonNegative = defaults.WEIGHT_DECAY
     bn_recalibration: bool = True
     early_stopping_patience: PositiveInt | None = None
     distillation: DistillSpec = Field(default_factory=lambda: DistillSpec(enabled=False))
@@ -276,8 +280,17 @@ class QuantizationSpec(_Section):
 class ExportSpec(_Section):
     """ONNX export (needed for latency measurement and int8)."""
 
-    onnx: bool = True
+    onnx: bool = True  # must stay true: ONNX Runtime is how prunekit measures the deployed models
     opset: Annotated[int, _interval(13, 23, low_closed=True, high_closed=True)] = 17
+
+    @field_validator("onnx")
+    @classmethod
+    def _onnx_is_how_we_measure(cls, value: bool) -> bool:
+        if not value:
+            raise PydanticCustomError(
+                "prunekit_onnx", "false is not supported: every latency, size and accuracy figure of the report is "
+                "measured on the ONNX export; remove export.onnx (it is always on)")
+        return value
 
 
 class EvaluationSpec(_Section):
@@ -291,6 +304,7 @@ class EvaluationSpec(_Section):
     energy: bool = True
     memory: bool = True  # peak memory of ONNX Runtime inference, measured in a fresh process
     pytorch_latency: bool = True  # also time PyTorch eager, beside ONNX Runtime
+    threads: PositiveInt | None = None  # ORT intra-op threads for every timing AND speed decision; None: physical cores
 
     @field_validator("kfold")
     @classmethod
@@ -313,6 +327,7 @@ class Recipe(_Section):
     name: Annotated[str, Field(min_length=1, pattern=r"^[\w.-]+$")]
     seed: Count = 0
     output_dir: str | None = None  # default: runs/<name>
+    train_threads: PositiveInt | None = None  # fix torch threads while training so accuracy reproduces across machines
     model: ModelSpec
     data: DataSpec
     pruning: PruningSpec = Field(default_factory=lambda: PruningSpec(enabled=False))
@@ -325,13 +340,4 @@ class Recipe(_Section):
     def _default_output_dir(self) -> Recipe:
         if self.output_dir is None:
             object.__setattr__(self, "output_dir", f"runs/{self.name}")
-        return self
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Recipe:
-        if self.quantization.enabled and self.quantization.mode != "qat" and not self.export.onnx:
-            raise PydanticCustomError(
-                "prunekit_cross",
-                "quantization.mode static/dynamic produces an ONNX model; set export.onnx: true",
-            )
         return self

@@ -66,8 +66,11 @@ def load_weights(model: nn.Module, path: str | Path, *, label: str = "model") ->
     return model
 
 
-def load_data(spec: DataSpec, *, seed: int) -> DataBundle:
+def load_data(spec: DataSpec, *, seed: int, pretrained: bool = False) -> DataBundle:
     """Build the DataBundle named by ``spec``; the split is fixed by ``seed``.
+
+    ``pretrained``: the model comes with weights trained elsewhere, so validation carved from an
+    ``.npz``'s ``x`` may be data those weights saw (a warning says so; ``x_val``/``y_val`` avoid it).
 
     Raises
     ------
@@ -78,7 +81,7 @@ def load_data(spec: DataSpec, *, seed: int) -> DataBundle:
     if spec.builtin is not None:
         bundle = _builtin_data(spec, seed=seed)
     elif spec.npz is not None:
-        bundle = _npz_data(spec, seed=seed)
+        bundle = _npz_data(spec, seed=seed, pretrained=pretrained)
     else:
         bundle = _factory_data(spec, seed=seed)
     if bundle.task != spec.task:
@@ -202,7 +205,7 @@ def _builtin_data(spec: DataSpec, *, seed: int) -> DataBundle:
     return _call(build, kwargs, label=spec.builtin, what="data")
 
 
-def _npz_data(spec: DataSpec, *, seed: int) -> DataBundle:
+def _npz_data(spec: DataSpec, *, seed: int, pretrained: bool = False) -> DataBundle:
     path = Path(spec.npz)
     if not path.is_file():
         raise SourceError(f"data file '{path}' not found; check data.npz")
@@ -222,23 +225,32 @@ def _npz_data(spec: DataSpec, *, seed: int) -> DataBundle:
         if key not in arrays:
             raise SourceError(f"data file '{path}' has no array '{key}' (found: {', '.join(sorted(arrays)) or 'none'}); "
                               f"save with np.savez(path, x=inputs, y=targets)")
-    if ("x_test" in arrays) != ("y_test" in arrays):
-        raise SourceError(f"data file '{path}' has only one of x_test, y_test; give both or neither")
+    for split in ("test", "val"):
+        if (f"x_{split}" in arrays) != (f"y_{split}" in arrays):
+            raise SourceError(f"data file '{path}' has only one of x_{split}, y_{split}; give both or neither")
     x, y = _tensors(arrays["x"], arrays["y"], spec=spec, path=path, suffix="")
     name = path.stem
+    val = _tensors(arrays["x_val"], arrays["y_val"], spec=spec, path=path, suffix="_val") if "x_val" in arrays else None
+    if val is None and spec.val_fraction == 0:
+        raise SourceError(f"data file '{path}' has no x_val/y_val and data.val_fraction is 0: add validation arrays "
+                          f"(np.savez(path, x=..., y=..., x_val=..., y_val=...)) or set data.val_fraction > 0")
+    if val is None and pretrained:
+        warnings.warn(f"data file '{path}' has no x_val/y_val, so validation is carved from x, which the given "
+                      f"model.weights may have been trained on: the accuracy guard and the int8 check would then read "
+                      f"training data; add held-out x_val/y_val to the .npz", PrunekitWarning, stacklevel=3)
     if "x_test" not in arrays:
         return split_tensors(x, y, name=name, task=spec.task, val_fraction=spec.val_fraction,
                              test_fraction=spec.test_fraction, calib_samples=spec.calib_samples,
-                             batch_size=spec.batch_size, seed=seed)
+                             batch_size=spec.batch_size, seed=seed, val=val)
     x_test, y_test = _tensors(arrays["x_test"], arrays["y_test"], spec=spec, path=path, suffix="_test")
-    # split_tensors always holds out >= 1 test sample; with an explicit test set that sample is dropped.
     bundle = split_tensors(x, y, name=name, task=spec.task, val_fraction=spec.val_fraction,
                            test_fraction=0.0, calib_samples=spec.calib_samples,
-                           batch_size=spec.batch_size, seed=seed)
-    test = DataLoader(TensorDataset(x_test, y_test), batch_size=spec.batch_size, shuffle=False)
+                           batch_size=spec.batch_size, seed=seed, val=val, test=(x_test, y_test))
+    test = bundle.test
     num_classes = bundle.num_classes
     if spec.task == "classification":
-        num_classes = max(int(num_classes or 0), int(y_test.max().item()) + 1)
+        num_classes = max(int(num_classes or 0), int(y_test.max().item()) + 1,
+                          int(val[1].max().item()) + 1 if val is not None else 0)
     return dataclasses.replace(bundle, test=test, num_classes=num_classes)
 
 
@@ -269,14 +281,15 @@ def _factory_data(spec: DataSpec, *, seed: int) -> DataBundle:
     result = _call(build, kwargs, label=spec.factory, what="data")
     if isinstance(result, DataBundle):
         return result
-    if isinstance(result, (tuple, list)) and len(result) == 2 and all(isinstance(r, DataLoader) for r in result):
-        return _bundle_from_loaders(result[0], result[1], spec=spec)
-    raise SourceError(f"data.factory {spec.factory!r} returned {type(result).__name__}; "
-                      f"return a prunekit.data.DataBundle or a (train, val) pair of DataLoaders")
+    if isinstance(result, (tuple, list)) and len(result) in (2, 3) and all(isinstance(r, DataLoader) for r in result):
+        return _bundle_from_loaders(*result, spec=spec)
+    raise SourceError(f"data.factory {spec.factory!r} returned {type(result).__name__}; return a "
+                      f"prunekit.data.DataBundle, a (train, val, test) triple or a (train, val) pair of DataLoaders")
 
 
-def _bundle_from_loaders(train: DataLoader, val: DataLoader, *, spec: DataSpec) -> DataBundle:
-    """Wrap (train, val) loaders: val doubles as the test split; calib is the first train samples."""
+def _bundle_from_loaders(train: DataLoader, val: DataLoader, test: DataLoader | None = None, *,
+                         spec: DataSpec) -> DataBundle:
+    """Wrap (train, val[, test]) loaders: without test, val doubles as it; calib is the first train samples."""
     xs, ys, seen = [], [], 0
     for inputs, targets in train:
         xs.append(inputs)
@@ -289,11 +302,13 @@ def _bundle_from_loaders(train: DataLoader, val: DataLoader, *, spec: DataSpec) 
     x, y = torch.cat(xs)[: spec.calib_samples], torch.cat(ys)[: spec.calib_samples]
     num_classes = None
     if spec.task == "classification":
-        top = max(int(t.max().item()) for _, t in val) if len(val) else -1
+        top = max([int(t.max().item()) for loader in (val, test) if loader is not None for _, t in loader] or [-1])
         num_classes = max(int(y.max().item()), top) + 1
-    warnings.warn(f"data.factory {spec.factory!r} gave no test split: the validation loader is also used "
-                  f"as the test set, so test numbers are not held out from model selection",
-                  PrunekitWarning, stacklevel=3)
+    if test is None:
+        warnings.warn(f"data.factory {spec.factory!r} gave no test split: the validation loader is also used "
+                      f"as the test set, so test numbers are not held out from model selection; return "
+                      f"(train, val, test) loaders", PrunekitWarning, stacklevel=3)
     calib = DataLoader(TensorDataset(x, y), batch_size=spec.batch_size, shuffle=False)
-    return DataBundle(train=train, val=val, test=val, calib=calib, num_classes=num_classes,
-                      task=spec.task, example_input=x[:1].clone(), name=spec.factory)
+    return DataBundle(train=train, val=val, test=test if test is not None else val, calib=calib,
+                      num_classes=num_classes, task=spec.task, example_input=x[:1].clone(), name=spec.factory,
+                      val_source="the factory's validation loader" + ("" if test is not None else " (also the test set)"))

@@ -73,9 +73,32 @@ def summary_rows(report: Report) -> list[tuple[str, str, str, str]]:
     rows.append(("parameters", fmt_int(d.params), fmt_int(c.params), fmt_ratio(r["params"])))
     rows.append(("MACs", fmt_count(d.macs), fmt_count(c.macs), fmt_ratio(r["macs"])))
     rows.append(("file size", fmt_bytes(d.file_size_bytes), fmt_bytes(c.file_size_bytes), fmt_ratio(r["file_size"])))
+    threads = report.measurement.get("threads")
+    spread = bool(d.latency_spread_ms or c.latency_spread_ms)
     for bs in sorted(set(d.latency_ms) | set(c.latency_ms)):
-        rows.append((f"latency p50, batch {bs} (ms)", fmt_float(d.latency_ms.get(bs)), fmt_float(c.latency_ms.get(bs)),
-                     fmt_ratio(r["latency"].get(bs))))
-    if d.energy_mj is not None or c.energy_mj is not None:
-        rows.append(("energy per sample (mJ)", fmt_float(d.energy_mj), fmt_float(c.energy_mj), fmt_ratio(r["energy"])))
+        label = f"latency p50{' [p25–p75]' if spread else ''}, batch {bs} (ms{f', {threads} threads' if threads else ''})"
+        rows.append((label, _latency(d, bs), _latency(c, bs), fmt_ratio(r["latency"].get(bs))))
+    estimate = " (estimate)" if d.energy_estimated or c.energy_estimated else ""
+    if d.energy_mj_by_batch or c.energy_mj_by_batch:
+        for bs in sorted(set(d.energy_mj_by_batch) | set(c.energy_mj_by_batch)):
+            dv, cv = d.energy_mj_by_batch.get(bs), c.energy_mj_by_batch.get(bs)
+            rows.append((f"energy per sample, batch {bs} (mJ){estimate}", fmt_float(dv), fmt_float(cv),
+                         fmt_ratio(None if dv is None or not cv else dv / cv)))
+    elif d.energy_mj is not None or c.energy_mj is not None:
+        rows.append((f"energy per sample (mJ){estimate}", fmt_float(d.energy_mj), fmt_float(c.energy_mj),
+                     fmt_ratio(r["energy"])))
+    t = report.target
+    if t.get("asked") is not None:
+        rows.append((f"{t.get('metric', 'target')} removed: asked / reached", fmt_pct(t["asked"]),
+                     fmt_pct(t.get("reached")), fmt_delta_pts(None if t.get("reached") is None
+                                                             else t["reached"] - t["asked"])))
     return rows
+
+
+def _latency(m: Any, batch: int) -> str:
+    """``p50`` or ``p50 [p25–p75]`` when the spread was recorded."""
+    p50 = m.latency_ms.get(batch)
+    if p50 is None or batch not in m.latency_spread_ms:
+        return fmt_float(p50)
+    low, high = m.latency_spread_ms[batch]
+    return f"{fmt_float(p50)} [{fmt_float(low, 3)}–{fmt_float(high, 3)}]"

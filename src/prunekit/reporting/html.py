@@ -41,6 +41,7 @@ def render_html(report: Report) -> str:
         parts.append(_dict_table(report.deployment))
     parts.append(_recovery(report))
     parts.append(_quantization(report))
+    parts.append(_measurement(report))
     if report.trajectory:
         parts.append("<h2>Pruning trajectory</h2>")
         parts.append(_img(_trajectory_png(report.trajectory), "pruning trajectory"))
@@ -120,11 +121,21 @@ def _quantization(report: Report) -> str:
     q = report.quantization
     if q is None:
         return ""
-    rows = [("mode", q.mode), ("method", q.method), ("float accuracy", fmt_pct(q.float_accuracy)),
-            ("int8 accuracy", fmt_pct(q.int8_accuracy)), ("chosen artifact", q.chosen_artifact), ("why", q.reason)]
+    rows = [("mode", q.mode), ("method", q.method), ("float accuracy (validation split)", fmt_pct(q.float_accuracy)),
+            ("int8 accuracy (validation split)", fmt_pct(q.int8_accuracy)), ("chosen artifact", q.chosen_artifact), ("why", q.reason)]
     out = "<h2>Quantization</h2>" + _table(["item", "value"], rows)
     if q.float_layers:
         out += "<h3>Layers kept in float</h3>" + _table(["layer", "why"], sorted(q.float_layers.items()))
+    return out
+
+
+def _measurement(report: Report) -> str:
+    """How timings were taken (shared by decisions and tables) and which data split each figure uses."""
+    out = ""
+    if report.measurement:
+        out += "<h2>How it was measured</h2>" + _table(["setting", "value"], list(report.measurement.items()))
+    if report.splits:
+        out += "<h3>Data splits</h3>" + _table(["figure or split", "split / size"], list(report.splits.items()))
     return out
 
 

@@ -41,11 +41,17 @@ class ModelMetrics:
     latency_ms: dict[int, float] = field(default_factory=dict)
     energy_mj: float | None = None
     task_metrics: dict[str, float] = field(default_factory=dict)
+    latency_spread_ms: dict[int, tuple[float, float]] = field(default_factory=dict)  # batch -> (p25, p75)
+    energy_mj_by_batch: dict[int, float] = field(default_factory=dict)  # batch -> mJ per sample
+    energy_estimated: bool | None = None  # True: CPU time x assumed watts, not a hardware counter
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelMetrics:
         data = dict(data)
         data["latency_ms"] = {int(k): float(v) for k, v in data.get("latency_ms", {}).items()}
+        data["latency_spread_ms"] = {int(k): (float(v[0]), float(v[1]))
+                                     for k, v in data.get("latency_spread_ms", {}).items()}
+        data["energy_mj_by_batch"] = {int(k): float(v) for k, v in data.get("energy_mj_by_batch", {}).items()}
         return cls(**data)
 
 
@@ -106,6 +112,9 @@ class Report:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     recipe: dict[str, Any] = field(default_factory=dict)  # the normalized recipe that produced it
+    target: dict[str, Any] = field(default_factory=dict)  # {"metric", "asked", "reached", "round_to"}: removed fractions
+    measurement: dict[str, Any] = field(default_factory=dict)  # ORT threads, rounds... shared by decisions and tables
+    splits: dict[str, Any] = field(default_factory=dict)  # figure -> split it was computed on; split sizes
 
     def ratios(self) -> dict[str, Any]:
         """Dense / compressed for params, MACs, size and latency (> 1 means smaller or faster).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from rich.markup import escape
 from rich.table import Table
 
 from prunekit.reporting.format import fmt_cell, summary_rows
@@ -17,7 +18,7 @@ def summary_table(report: Report) -> Table:
     for name in ("dense", "compressed", "ratio"):
         table.add_column(name, justify="right")
     for row in summary_rows(report):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # "[p25–p75]" is text, not rich markup
     return table
 
 

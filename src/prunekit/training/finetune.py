@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from prunekit import defaults
 from prunekit.dependency.groups import ChannelGroup
 from prunekit.errors import InvalidParameterError, PrunekitError, PrunekitWarning
 from prunekit.training import _setup
@@ -37,11 +38,11 @@ class FinetuneConfig:
     """Everything that decides a fine-tune's numbers (validated on construction)."""
 
     epochs: int = 5
-    lr: float = 1e-3
-    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 0.0
-    scheduler: Literal["cosine", "step", "onecycle", "constant"] = "cosine"  # stepped every batch
+    lr: float = defaults.LR  # optimizer, lr, momentum, weight decay, scheduler, distillation: prunekit.defaults,
+    optimizer: Literal["sgd", "adam", "adamw"] = defaults.OPTIMIZER  # the same as a recipe's recovery section
+    momentum: float = defaults.MOMENTUM  # SGD only
+    weight_decay: float = defaults.WEIGHT_DECAY
+    scheduler: Literal["cosine", "step", "onecycle", "constant"] = defaults.SCHEDULER  # stepped every batch
     step_size: int = 1  # epochs between decays, "step" only
     gamma: float = 0.1  # decay factor, "step" only
     grad_clip: float | None = None  # max global gradient norm
@@ -50,8 +51,8 @@ class FinetuneConfig:
     l2: float = 0.0
     bn_scale: float = 0.0
     group_lasso: float = 0.0  # needs groups=
-    temperature: float = 4.0  # distillation, used when a teacher is given
-    alpha: float = 0.5  # weight of the teacher term
+    temperature: float = defaults.DISTILL_TEMPERATURE  # distillation, used when a teacher is given
+    alpha: float = defaults.DISTILL_ALPHA  # weight of the teacher term
     feature_weight: float = 1.0  # weight of feature matching, used with feature_layers=
     amp: bool = False  # float16 autocast + grad scaling; only when the model is on CUDA
     seed: int = 0

@@ -1,0 +1,28 @@
+"""Defaults the Python API and recipes share: one source of truth for each, so both agree.
+
+``StructuredPruner``, ``FinetuneConfig`` and the recipe schema read these names; a recipe that
+leaves a field out gets the same behaviour as an API call that leaves the argument out.
+The values are the ones the demo and the benchmarks were measured with.
+"""
+
+from __future__ import annotations
+
+# pruning: remove half of the MACs, ranked globally, widths rounded to multiples of 8
+# (odd widths ran slower than dense in ONNX Runtime: benchmarks/vs_torch_pruning.py)
+CRITERION = "l2"
+PRUNE_RATIO = 0.5
+PRUNE_TARGET = "macs"
+PRUNE_SCOPE = "global"
+ROUND_TO = 8
+MIN_KEEP = 1
+
+# fine-tuning a pruned model (recovery)
+OPTIMIZER = "sgd"
+LR = 0.01
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+SCHEDULER = "cosine"
+
+# knowledge distillation: alpha weighs the teacher term, 1 - alpha the labels
+DISTILL_TEMPERATURE = 4.0
+DISTILL_ALPHA = 0.7

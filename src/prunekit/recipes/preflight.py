@@ -26,8 +26,9 @@ def check_export_and_quantization(model: nn.Module, example: Any, recipe: Any, w
         try:
             path = export_onnx(model, example, Path(tmp) / "dense.onnx", opset=recipe.export.opset)
         except ExportError as exc:
-            raise ExportError(f"before training: {exc}; the model must export to ONNX for measurement and int8 "
-                              f"(replace the unsupported op or change export.opset)") from None
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ExportError(f"checked before training: {first}; prunekit measures and quantizes the ONNX export, "
+                              f"so replace the unsupported op or change export.opset") from None
         q = recipe.quantization
         if q is not None and q.enabled and q.mode == "dynamic":
             import onnx

@@ -248,6 +248,7 @@ class RunDir:
 
     def open(self, console: Any = None) -> None:
         """Take the lock, check, and create (or reuse, with ``resume``) the marked work folder."""
+        check_writable(self.out)  # before the lock file, which needs the same folder
         self.lock.acquire()
         try:
             self.check()
@@ -303,8 +304,10 @@ class RunDir:
 
 
 def has_checkpoints(work: Path) -> bool:
+    from prunekit.training.checkpoint import latest_checkpoint
+
     root = work / "checkpoints"
-    return root.is_dir() and any(p.is_dir() and p.name.startswith("epoch_") for p in root.rglob("epoch_*"))
+    return root.is_dir() and any(latest_checkpoint(stage) is not None for stage in root.iterdir() if stage.is_dir())
 
 
 def describe_checkpoints(work: Path) -> str:

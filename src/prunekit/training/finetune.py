@@ -107,6 +107,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+_RESUME_FREE = ("checkpoint_dir", "progress", "lr_key")  # may differ between a run and its resume
+
+
 @dataclass(frozen=True)
 class EpochStats:
     """One epoch's numbers. ``train_loss`` is the per-sample mean task (or distillation) loss,
@@ -396,6 +399,15 @@ class _Run:
 
     def _restore(self, path: Any) -> int:
         ckpt = load_checkpoint(path)
+        saved = ckpt.meta.get("config") or {}
+        current = self.config.to_dict()
+        changed = [f"{k} {saved[k]!r} -> {current[k]!r}" for k in sorted(current)
+                   if k in saved and k not in _RESUME_FREE and saved[k] != current[k]]
+        if changed:
+            raise InvalidParameterError(
+                f"checkpoint '{path}' was written by a fine-tune with other settings ({', '.join(changed[:4])}): "
+                f"resume with the same settings, or start fresh without resume"
+            )
         self.model.load_state_dict(ckpt.model_state)
         state = ckpt.train_state
         self.optimizer.load_state_dict(state["optimizer"])

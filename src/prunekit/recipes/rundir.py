@@ -231,7 +231,8 @@ class RunDir:
                 raise RunDirError(f"output folder '{out}' is a file; choose another folder with --out")
             if read_marker(out) is None and not _is_empty_dir(out):
                 raise RecipeError(f"output_dir '{out}' exists and is not a prunekit run (no {MARKER} in it); "
-                                  f"prunekit never replaces it: choose another folder with --out")
+                                  f"prunekit never replaces it: choose another folder with --out (or delete it "
+                                  f"yourself if it is a run from a prunekit older than the marker)")
             if previous.exists() and read_marker(previous) is None and not _is_empty_dir(previous):
                 raise RunDirError(f"'{previous}' exists and is not a prunekit run, so the current run in '{out}' "
                                   f"cannot be moved aside there; move it away or choose another --out")

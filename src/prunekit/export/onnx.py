@@ -116,15 +116,29 @@ def export_onnx(
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Mute Python-level stdout/stderr and logging: the exporters print their diagnostics (IR graphs,
-    registry notes) even when they then fail, and prunekit reports a failure itself, in one line."""
+    """Mute stdout/stderr (Python and C level) and logging: the exporters print their diagnostics
+    (IR graphs, registry notes) even when they then fail, and prunekit reports a failure itself."""
+    import sys
+
     previous = logging.root.manager.disable
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved: list[tuple[int, int]] = []
+    with tempfile.TemporaryFile() as sink, contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(sink.fileno(), fd)
         logging.disable(logging.WARNING)
         try:
             yield
         finally:
             logging.disable(previous)
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def _export(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], path: str, *, opset: int,

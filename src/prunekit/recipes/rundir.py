@@ -260,11 +260,16 @@ class RunDir:
                 return
             if self.resume:
                 _say(console, f"--resume: nothing to resume in '{work}'; starting a fresh run")
-            if work.exists():
-                shutil.rmtree(work)  # ours (marked) or empty, checked above
-            work.mkdir(parents=True)
-            self.created_work = True
-            write_marker(work, self.recipe_hash, self.recipe_flat)
+            try:
+                if work.exists():
+                    shutil.rmtree(work)  # ours (marked) or empty, checked above
+                work.mkdir(parents=True)
+                self.created_work = True
+                write_marker(work, self.recipe_hash, self.recipe_flat)
+            except OSError as exc:
+                shutil.rmtree(work, ignore_errors=True)
+                raise translate_write_error(exc, work) or RunDirError(
+                    f"cannot create '{work}' ({describe_os_error(exc)}); choose a writable --out") from None
             if self.out.exists() and read_marker(self.out) is not None:
                 self.notes.append(f"the previous run in '{self.out}' is moved to '{self.previous}' when this run "
                                   f"succeeds" + (" (replacing the older run kept there)" if self.previous.exists() else ""))

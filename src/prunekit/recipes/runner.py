@@ -2,7 +2,8 @@
 
 Everything is written under ``<output_dir>.partial`` and renamed into place only when the run has
 succeeded, so a folder named ``output_dir`` is always complete. An interrupted run leaves its
-checkpoints in the ``.partial`` folder, and ``resume=True`` continues from them.
+checkpoints in the ``.partial`` folder, and ``resume=True`` continues from them. Which folders a run
+may create, move or delete (a marker file, a lock) is decided in :mod:`prunekit.recipes.rundir`.
 """
 
 from __future__ import annotations
@@ -32,10 +33,9 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool =
     pruning plan rank 0 decided; only rank 0 writes files, measures and returns the report
     (other ranks return None).
     """
-    from prunekit.training.distributed import barrier, distributed_context
-
-    from prunekit.recipes.rundir import RunDir, recipe_fingerprint, translate_write_error
     from prunekit.recipes.run_warnings import recorded_warnings
+    from prunekit.recipes.rundir import RunDir, recipe_fingerprint, translate_write_error
+    from prunekit.training.distributed import barrier, distributed_context
 
     console = console or Console()
     digest, flat = recipe_fingerprint(recipe.model_dump(mode="json"))
@@ -293,12 +293,12 @@ class _Run:
         from prunekit.recipes.preflight import asked_vs_applied, check_something_removed
 
         spec = self.recipe.pruning
-        for text in (check_something_removed(dense, pruned, masks, spec, self.model_label),
-                     None if masks is not None else asked_vs_applied(
-                         *((count_macs(m, self.example).total for m in (dense, pruned)) if spec.target.metric == "macs"
-                           else (count_params(m) for m in (dense, pruned))), spec)):
-            if text:
-                warnings.warn(text, PrunekitWarning, stacklevel=2)
+        texts = [check_something_removed(dense, pruned, masks, spec, self.model_label)]
+        if masks is None and spec.target.metric in ("macs", "params"):
+            cost = (lambda m: count_macs(m, self.example).total) if spec.target.metric == "macs" else count_params
+            texts.append(asked_vs_applied(cost(dense), cost(pruned), spec))
+        for text in filter(None, texts):
+            warnings.warn(text, PrunekitWarning, stacklevel=2)
 
     def sparsity_training(self, model: nn.Module) -> None:
         """Regularized training so the criterion later finds whole groups near zero (slimming, group lasso)."""

@@ -72,8 +72,8 @@ def _check_regression_shape(loader: Any, outputs: torch.Tensor, *, where: str, m
 
 
 def _class_count(outputs: torch.Tensor | None) -> int | None:
-    if not isinstance(outputs, torch.Tensor) or outputs.dim() < 2:
-        return None
+    if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2:
+        return None  # only (batch, classes) logits say how many classes there are
     return int(outputs.shape[1])
 
 

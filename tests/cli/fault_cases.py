@@ -486,6 +486,95 @@ def _sigint_then_resume(tmp: Path) -> Setup:  # item 14: Ctrl-C says how to cont
     return Setup(run=run)
 
 
+def _out_is_a_file(tmp: Path) -> Setup:  # item 10
+    return Setup(run_args(write_recipe(tmp), tmp / "results"), user_files(tmp, "results"))
+
+
+def _partial_is_a_file(tmp: Path) -> Setup:  # item 1: a file named like the work folder
+    return Setup(run_args(write_recipe(tmp), tmp / "results"), user_files(tmp, "results.partial"))
+
+
+def _resume_into_foreign_partial(tmp: Path) -> Setup:  # items 1, 4: --resume never adopts a user's folder
+    return Setup(run_args(write_recipe(tmp), tmp / "results", "--resume"),
+                 user_files(tmp / "results.partial", "notes.md"))
+
+
+def _resume_changed_width(tmp: Path) -> Setup:  # item 4: was a size-mismatch traceback
+    setup = _resume_changed_recipe(tmp)
+    setup.args = run_args(tmp / "recipe.yaml", tmp / "o", "--resume", "--set", "recovery.epochs=4",
+                          "--set", "model.kwargs.hidden=[32]")
+    return setup
+
+
+def _lock_of_another_host(tmp: Path) -> Setup:  # item 3: never stolen, holder named
+    lock = tmp / "o.lock"
+    lock.write_text(json.dumps({"pid": 4242, "host": "gpu-node-7", "started": "2026-01-01 10:00:00"}))
+    return Setup(run_args(write_recipe(tmp), tmp / "o"), [lock])
+
+
+def _demo_into_user_folder(tmp: Path) -> Setup:  # item 2 through `prunekit demo`
+    out = tmp / "mine"
+    return Setup(["demo", "--fast", "--out", str(out)], user_files(out, "report.json", "thesis.tex"))
+
+
+def _regression_nan_targets(tmp: Path) -> Setup:  # item 8
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(120, 1)).astype(np.float32)
+    y[5, 0] = np.nan
+    np.savez(tmp / "data.npz", x=rng.normal(size=(120, 64)).astype(np.float32), y=y)
+    recipe = write_recipe(tmp, {"data": {"builtin": None, "npz": "data.npz", "task": "regression"},
+                                "model": {"kwargs": {"hidden": [16], "num_classes": 1}}})
+    return Setup(run_args(recipe, tmp / "o"), [tmp / "data.npz"])
+
+
+def _factory_labels_out_of_range(tmp: Path) -> Setup:  # item 8 through a data factory (not .npz)
+    mod = write_module(tmp, "pk_loaders", (
+        "import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\n"
+        "def loaders(batch_size=64):\n    g = torch.Generator().manual_seed(0)\n"
+        "    x, y = torch.randn(64, 64, generator=g), torch.arange(64) % 12\n"
+        "    ds = TensorDataset(x, y)\n"
+        "    return DataLoader(ds, batch_size=batch_size), DataLoader(ds, batch_size=batch_size)\n"))
+    recipe = write_recipe(tmp, {"data": {"builtin": None, "factory": f"{mod}:loaders"}})
+    return Setup(run_args(recipe, tmp / "o"))
+
+
+def _disk_full_writing_report(tmp: Path) -> Setup:  # item 10: the last write of the run
+    import prunekit.reporting.report as report
+
+    out = tmp / "o"
+    protected = fake_previous_run(out)
+    return Setup(run_args(write_recipe(tmp), out), protected,
+                 [(report, "write_text_atomic", _raise(OSError(errno.ENOSPC, "No space left on device")))])
+
+
+def _sensitivity_out_under_file(tmp: Path) -> Setup:  # items 10, 14: checked before scanning
+    protected = user_files(tmp, "afile")
+    return Setup(["sensitivity", str(write_recipe(tmp)), "--out", str(tmp / "afile" / "s")], protected)
+
+
+def _analyze_broken_factory(tmp: Path) -> Setup:  # item 9 through `prunekit analyze`
+    mod = _factory_models(tmp, "pk_analyze_broken")
+    sys.path.append(str(tmp))
+    return Setup(["analyze", f"{mod}:broken", "--input-shape", "1,64"])
+
+
+def _missing_weights(tmp: Path) -> Setup:  # already clean before the issue: kept as a regression case
+    return Setup(run_args(write_recipe(tmp, {"model": {"weights": "nowhere.safetensors"}}), tmp / "o"))
+
+
+def _pickle_refused(tmp: Path) -> Setup:  # already clean: a pickled object is never executed
+    import torch
+
+    torch.save({"w": torch.nn.Linear(2, 2)}, tmp / "evil.pt")
+    return Setup(run_args(write_recipe(tmp, {"model": {"weights": "evil.pt"}}), tmp / "o"), [tmp / "evil.pt"])
+
+
+def _malformed_yaml(tmp: Path) -> Setup:  # already clean
+    bad = tmp / "bad.yaml"
+    bad.write_text("name: t\nmodel: {builtin: mlp\n")
+    return Setup(["run", str(bad), "--out", str(tmp / "o")], [bad])
+
+
 CASES: list[Case] = [
     Case("partial_folder_not_prunekits", 1, 1, r"results\.partial' exists and is not a prunekit work folder", _partial_not_ours),
     Case("user_folder_with_report_json", 2, 1, r"exists and is not a prunekit run", _user_folder_with_report),
@@ -538,6 +627,23 @@ CASES: list[Case] = [
     Case("consistent_file_permissions", 14, 0, r"wrote", _consistent_permissions),
     Case("unexpected_bug_is_one_line", 14, 1, r"unexpected ZeroDivisionError: division by zero \(rerun with --debug",
          _unexpected_bug),
+    Case("out_is_a_file", 10, 1, r"output folder '.*results' is a file", _out_is_a_file),
+    Case("partial_is_a_file", 1, 1, r"results\.partial' exists and is not a prunekit work folder", _partial_is_a_file),
+    Case("resume_into_foreign_partial", 4, 1, r"results\.partial' exists and is not a prunekit work folder",
+         _resume_into_foreign_partial),
+    Case("resume_with_changed_width", 4, 1, r"recipe changed .*model\.kwargs\.hidden", _resume_changed_width),
+    Case("lock_held_on_another_host", 3, 1, r"in use by another prunekit run \(pid 4242 on gpu-node-7", _lock_of_another_host),
+    Case("demo_into_user_folder", 2, 1, r"exists and is not a prunekit run", _demo_into_user_folder),
+    Case("regression_nan_targets", 8, 1, r"train split: targets hold NaN/Inf", _regression_nan_targets),
+    Case("data_factory_labels_out_of_range", 8, 1, r"train split: label 11 is outside \[0, 10\)",
+         _factory_labels_out_of_range),
+    Case("disk_full_writing_report", 10, 1, r"disk full while writing the run", _disk_full_writing_report),
+    Case("sensitivity_out_under_a_file", 10, 1, r"is under '.*afile', which is a file", _sensitivity_out_under_file),
+    Case("analyze_factory_raises", 9, 1, r"model factory 'pk_analyze_broken:broken' raised ValueError.*pk_analyze_broken\.py",
+         _analyze_broken_factory),
+    Case("missing_weights_file", 0, 1, r"weights file '.*nowhere\.safetensors' not found", _missing_weights),
+    Case("pickled_object_refused", 0, 1, r"holds Python objects that weights_only loading refuses", _pickle_refused),
+    Case("malformed_yaml", 0, 1, r"invalid YAML at line \d+", _malformed_yaml),
     Case("sigint_then_resume", 14, 130, r"interrupted; .*rerun the same command with --resume", _sigint_then_resume,
          slow=True),
 ]

@@ -236,7 +236,10 @@ class _Run:
         self.stage(f"pruning: {spec.granularity}, criterion {spec.criterion}, remove {spec.target.ratio:.0%} of "
                    f"{spec.target.metric}, schedule {spec.schedule.kind}, allocation {spec.allocation}")
         if spec.granularity == "structured" and spec.allocation == "sensitivity":
-            outcome, self.sensitivity = run_sensitivity_allocation(start, spec, self.example, self.bundle, seed=r.seed)
+            outcome, self.sensitivity = run_sensitivity_allocation(
+                start, spec, self.example, self.bundle, seed=r.seed,
+                on_group=lambda done, total, gid: self.console.print(f"  sensitivity scan [{done + 1}/{total}] {gid}",
+                                                                     highlight=False))
             outcome.record = self.base_record.merged(outcome.record)
         elif spec.granularity == "structured":
             depth_record = self.base_record

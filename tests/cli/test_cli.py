@@ -151,7 +151,7 @@ def test_sensitivity_prints_one_curve_per_group(tmp_path: Path) -> None:
                     "data: {builtin: digits, batch_size: 128}\npruning: {criterion: l2}\n")
     result = runner.invoke(app, ["sensitivity", str(path), "--ratios", "0.5", "--batches", "1"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    rows = [line.split("│") for line in result.stdout.splitlines() if "net." in line]
+    rows = [line.split("│") for line in result.stdout.splitlines() if "net." in line and "│" in line]
     assert [r[1].strip() for r in rows] == ["net.1.weight:0", "net.3.weight:0"]
     dense = {r[2].strip() for r in rows}
     assert len(dense) == 1  # every curve starts from the same unpruned model

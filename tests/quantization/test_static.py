@@ -117,3 +117,18 @@ def test_unmeetable_tolerance_is_a_clear_error(prepared, calib_feeds, tmp_path):
     with pytest.raises(QuantizationError, match="tolerance 0.01 cannot be met"):
         accuracy_aware_fallback(prepared, calib_feeds[:1], spec=QuantSpec(), eval_fn=lambda p: next(scores),
                                 tolerance=0.01, workdir=tmp_path, op_types=["Gemm"])
+
+
+def test_dynamic_int8_refusal_says_why_for_the_model_at_hand(tmp_path):
+    """An MLP exports its Linear layers as Gemm: the advice is static int8, not a word about convolutions."""
+    import onnx
+
+    from prunekit.quantization.dynamic import check_dynamic_quantizable
+
+    mlp = export_onnx(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)),
+                      torch.randn(1, 4), tmp_path / "mlp.onnx")
+    with pytest.raises(QuantizationError, match=r"ops: Gemm, Relu\): its Linear layers export as Gemm.*mode: static"):
+        check_dynamic_quantizable(onnx.load(str(mlp)), name="mlp")
+    conv = export_onnx(torch.nn.Conv2d(1, 2, 3), torch.randn(1, 1, 5, 5), tmp_path / "conv.onnx")
+    with pytest.raises(QuantizationError, match=r"\(ops: Conv\): use quantization.mode: static for convolutional"):
+        check_dynamic_quantizable(onnx.load(str(conv)), name="conv")

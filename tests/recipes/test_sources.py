@@ -222,3 +222,24 @@ def test_factory_empty_and_wrong_type() -> None:
         load_data(DataSpec(factory=f"{__name__}:empty_factory"), seed=0)
     with pytest.raises(SourceError, match="returned MLP; return a prunekit.data.DataBundle, a \\(train, val, test\\) triple or a \\(train, val\\) pair"):
         load_data(DataSpec(factory="prunekit.models.builtin:MLP"), seed=0)
+
+
+def test_factory_errors_name_the_factory_and_the_users_line(tmp_path, monkeypatch):
+    from prunekit.recipes.loader import add_import_folder
+    from prunekit.recipes.schema import ModelSpec
+
+    (tmp_path / "pk_user_frames.py").write_text("def helper(n):\n    return [0][n]\n\ndef build(n=3):\n"
+                                                "    return helper(n)\n")
+    (tmp_path / "pk_user_import.py").write_text("import os\nraise RuntimeError('no config')\n")
+    (tmp_path / "pk_user_needs.py").write_text("import pk_not_installed_anywhere\n")
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    add_import_folder(tmp_path)
+    with pytest.raises(SourceError, match=r"model factory 'pk_user_frames:build' raised IndexError: list index out "
+                                          r"of range \(at .*pk_user_frames\.py:2 in helper\)"):
+        load_model(ModelSpec(factory="pk_user_frames:build"))
+    with pytest.raises(SourceError, match=r"importing module 'pk_user_import' raised RuntimeError: no config "
+                                          r"\(at .*pk_user_import\.py:2 in <module>\)"):
+        load_model(ModelSpec(factory="pk_user_import:build"))
+    with pytest.raises(SourceError, match=r"module 'pk_user_needs' needs 'pk_not_installed_anywhere', which is not "
+                                          r"installed"):
+        load_model(ModelSpec(factory="pk_user_needs:build"))

@@ -85,3 +85,35 @@ def test_checkpoint_keeps_torch_prune_state(tmp_path: Path) -> None:
     other.load_state_dict(load_checkpoint(latest_checkpoint(tmp_path)).model_state)
     x = torch.randn(5, 4)
     assert torch.equal(other(x), layer(x))
+
+
+def _tiny_finetune(ckpt: Path, *, epochs: int, lr: float, resume: bool, lr_key: str | None = None):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from prunekit.training import FinetuneConfig, finetune
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 4), torch.arange(32) % 2
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
+    config = FinetuneConfig(epochs=epochs, lr=lr, optimizer="sgd", checkpoint_dir=str(ckpt), lr_key=lr_key)
+    return finetune(model, loader, None, config=config, resume=resume)
+
+
+def test_resume_with_other_settings_is_refused_and_names_them(tmp_path: Path) -> None:
+    from prunekit.errors import InvalidParameterError
+
+    _tiny_finetune(tmp_path, epochs=3, lr=0.1, resume=False)
+    with pytest.raises(InvalidParameterError, match=r"other settings \(epochs 3 -> 2\).*start fresh"):
+        _tiny_finetune(tmp_path, epochs=2, lr=0.1, resume=True)
+    assert _tiny_finetune(tmp_path, epochs=3, lr=0.1, resume=True, lr_key="recovery.lr").resumed_from == 3
+
+
+def test_divergence_names_the_callers_key(tmp_path: Path) -> None:
+    from prunekit.errors import PrunekitError
+
+    with pytest.raises(PrunekitError, match=r"^recovery: the loss became (nan|inf) at step \d+; lower recovery\.lr "
+                                            r"\(now 1e\+30\)$"):
+        _tiny_finetune(tmp_path / "a", epochs=2, lr=1e30, resume=False, lr_key="recovery.lr")
+    with pytest.raises(PrunekitError, match=r"lower FinetuneConfig\.lr \(now 1e\+30\) or set FinetuneConfig\.grad_clip"):
+        _tiny_finetune(tmp_path / "b", epochs=2, lr=1e30, resume=False)

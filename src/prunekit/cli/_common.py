@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
 
 EXIT_ERROR = 1
 EXIT_ACCURACY = 3  # --strict: the run finished but broke the recipe's max_accuracy_drop
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
 
 
 class PrunekitGroup(TyperGroup):
@@ -28,7 +28,13 @@ class PrunekitGroup(TyperGroup):
     ``prunekit --debug ...`` re-raises instead, so the full traceback shows.
     """
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """``--debug`` works anywhere on the line (``prunekit run r.yaml --debug``), not only first."""
+        if "--debug" in args and "--" not in args:
+            args = ["--debug", *[a for a in args if a != "--debug"]]
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (PrunekitError, FileNotFoundError) as exc:
@@ -36,6 +42,30 @@ class PrunekitGroup(TyperGroup):
                 raise
             print_error(exc)
             raise typer.Exit(EXIT_ERROR) from None
+        except KeyboardInterrupt:
+            if ctx.params.get("debug"):
+                raise
+            print_error(KeyboardInterrupt("interrupted; finished epochs are kept in the run's .partial folder: "
+                                          "rerun the same command with --resume to continue from them"))
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen fault: one line, the trace on --debug
+            if ctx.params.get("debug") or _is_usage_error(exc):
+                raise
+            print_error(RuntimeError(f"unexpected {type(exc).__name__}: {_first_line(exc)} (rerun with --debug "
+                                     f"for the traceback and report it)"))
+            raise typer.Exit(EXIT_ERROR) from None
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Click's own exceptions (usage errors, exit) carry their exit code: let click handle them."""
+    return type(exc).__module__.split(".")[0] in ("click", "typer")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 def print_error(exc: BaseException) -> None:

@@ -28,6 +28,7 @@ FAST_OVERRIDES: dict[str, Any] = {
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/digits-demo)."),
     fast: bool = typer.Option(False, "--fast", help="Shrink epochs and timing runs to seconds (for tests)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted demo from its checkpoints."),
 ) -> None:
     """Train a small CNN on the 8x8 digits, halve its MACs, recover, quantize to int8, and measure."""
     from prunekit.recipes.loader import apply_overrides, builtin_recipe_path, load_recipe
@@ -38,4 +39,4 @@ def demo(
     recipe = load_recipe(builtin_recipe_path("digits_demo"))
     if overrides:
         recipe = apply_overrides(recipe, overrides, source="demo")
-    run_and_summarize(recipe, resume=False)
+    run_and_summarize(recipe, resume=resume)

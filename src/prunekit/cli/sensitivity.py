@@ -16,6 +16,7 @@ def sensitivity(
     recipe: Path = typer.Argument(..., help="Recipe YAML file (its model, data, criterion, round_to and min_keep are used)."),
     ratios: str = typer.Option(_DEFAULT_RATIOS, "--ratios", help="Fractions to remove, comma-separated."),
     batches: Optional[int] = typer.Option(None, "--batches", min=1, help="Score and evaluate on this many validation batches only."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for sensitivity.json/.html (default: <output_dir>-sensitivity)."),
 ) -> None:
     """Prune each channel group alone at each ratio (on a copy) and print validation accuracy (loss for regression)."""
     import torch
@@ -27,8 +28,13 @@ def sensitivity(
     from prunekit.recipes.sources import load_data, load_model
     from prunekit.reporting.tables import layer_table
 
+    from prunekit.recipes.rundir import check_writable
+
     wanted = parse_ratios(ratios)
     loaded = load_recipe(recipe)
+    default = Path(loaded.output_dir)
+    outdir = out if out is not None else default.with_name(default.name + "-sensitivity")
+    check_writable(outdir)  # before minutes of scanning, not after
     console = Console()
     torch.manual_seed(loaded.seed)
     data = load_data(loaded.data, seed=loaded.seed)
@@ -37,10 +43,16 @@ def sensitivity(
     shape = loaded.model.example_input_shape
     example = torch.zeros(*shape) if shape else data.example_input  # (1, ...)
     regression = loaded.data.task == "regression"
+    console.print(f"scanning every channel group at {len(wanted)} ratio(s) on "
+                  f"{batches or 'all'} validation batch(es)")
+
+    def on_group(done: int, total: int, group_id: str) -> None:
+        console.print(f"  [{done + 1}/{total}] {group_id}", highlight=False)
+
     curves = sensitivity_scan(
         model.eval(), example, data.val, ratios=wanted, criterion=loaded.pruning.criterion,
         min_keep=loaded.pruning.min_keep, round_to=loaded.pruning.round_to,
-        loss_fn=F.mse_loss if regression else None, batches=batches,
+        loss_fn=F.mse_loss if regression else None, batches=batches, on_group=on_group,
     )
     column = 1 if regression else 2  # curve points are (ratio, loss, accuracy)
     rows: list[dict[str, Any]] = []
@@ -50,8 +62,7 @@ def sensitivity(
         rows.append(row)
     metric = "validation loss (MSE)" if regression else "validation accuracy"
     console.print(layer_table(rows, title=f"{loaded.name}: {metric} with one group pruned at each ratio"))
-    out = Path(loaded.output_dir)
-    page = write_sensitivity(out.with_name(out.name + "-sensitivity"), loaded.name, curves, column, metric)
+    page = write_sensitivity(outdir, loaded.name, curves, column, metric)
     console.print(f"sensitivity curves: {page}")
 
 

@@ -9,10 +9,14 @@ The dynamo exporter is kept as the fallback for models the TorchScript tracer ca
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import re
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +97,13 @@ def export_onnx(
         errors: list[str] = []
         for dynamo in (False, True):
             try:
-                _export(model, args, kwargs, tmp, opset=opset, dynamo=dynamo, dynamic_batch=dynamic_batch,
-                        input_names=names, output_names=tuple(output_names))
+                with _quiet():
+                    _export(model, args, kwargs, tmp, opset=opset, dynamo=dynamo, dynamic_batch=dynamic_batch,
+                            input_names=names, output_names=tuple(output_names))
                 break
             except Exception as exc:  # noqa: BLE001 - each exporter fails in its own way; we report both
-                errors.append(f"{'dynamo' if dynamo else 'torchscript'}: {type(exc).__name__}: {str(exc)[:200]}")
+                text = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(exc).split()))  # one line, no colour codes
+                errors.append(f"{'dynamo' if dynamo else 'torchscript'}: {type(exc).__name__}: {text[:200]}")
         else:
             raise ExportError(f"ONNX export of {type(model).__name__} failed with both exporters ({'; '.join(errors)})")
         os.replace(tmp, path)
@@ -106,6 +112,33 @@ def export_onnx(
             os.unlink(tmp)
         model.train(was_training)
     return path
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Mute stdout/stderr (Python and C level) and logging: the exporters print their diagnostics
+    (IR graphs, registry notes) even when they then fail, and prunekit reports a failure itself."""
+    import sys
+
+    previous = logging.root.manager.disable
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved: list[tuple[int, int]] = []
+    with tempfile.TemporaryFile() as sink, contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(sink.fileno(), fd)
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def _export(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], path: str, *, opset: int,

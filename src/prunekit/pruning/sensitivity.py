@@ -64,14 +64,15 @@ def sensitivity_scan(model: nn.Module, example_inputs: Any, loader: Iterable, *,
                      ratios: Sequence[float] = DEFAULT_RATIOS, criterion: str | Criterion = "l2",
                      evaluate: Evaluate | None = None, graph: DependencyGraph | None = None,
                      groups: Iterable[str] | None = None, min_keep: int = 1, round_to: int | None = None,
-                     loss_fn: Callable | None = None, batches: int | None = None
-                     ) -> dict[str, Curve]:
+                     loss_fn: Callable | None = None, batches: int | None = None,
+                     on_group: Callable[[int, int, str], None] | None = None) -> dict[str, Curve]:
     """Loss and accuracy of the model with one group pruned at each ratio.
 
     Each curve starts with the unpruned point ``(0.0, loss, accuracy)``; scores come from
     ``criterion`` on the unpruned model (calibrated on ``loader`` if it needs data). A ratio that
     removes nothing after the keep rules reuses the unpruned numbers. ``evaluate(model, loader)
-    -> (loss, accuracy)`` defaults to cross-entropy and top-1 accuracy.
+    -> (loss, accuracy)`` defaults to cross-entropy and top-1 accuracy. ``on_group(done, total, id)``
+    is called before each group is scanned (progress for long scans).
     """
     for r in ratios:
         check_ratio(r, "ratios", "sensitivity_scan")
@@ -83,7 +84,9 @@ def sensitivity_scan(model: nn.Module, example_inputs: Any, loader: Iterable, *,
     scores, _ = score_groups(wanted, ctx, crit)
     base = tuple(float(v) for v in evaluate(model, loader))
     curves: dict[str, Curve] = {}
-    for group in wanted:
+    for done, group in enumerate(wanted):
+        if on_group is not None:
+            on_group(done, len(wanted), group.id)
         if group.id not in scores:
             continue
         curve = [(0.0, *base)]

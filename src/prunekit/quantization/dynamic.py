@@ -31,12 +31,7 @@ def quantize_dynamic_onnx(
     """Write a dynamically quantized copy of ``model_path``; raises if nothing would be quantized."""
     spec = spec if spec is not None else QuantSpec()
     model = onnx.load(str(model_path))
-    if not any(n.op_type in set(op_types) for n in model.graph.node):
-        present = sorted({n.op_type for n in model.graph.node})
-        raise QuantizationError(
-            f"dynamic int8 found no {'/'.join(op_types)} node in {Path(model_path).name} (ops: {', '.join(present)}); "
-            "use static int8 for convolutional models"
-        )
+    check_dynamic_quantizable(model, op_types, name=Path(model_path).name)
     quantize_dynamic(
         str(model_path), str(out_path), op_types_to_quantize=list(op_types), per_channel=spec.per_channel,
         reduce_range=resolved_reduce_range(spec), weight_type=QuantType.QInt8 if spec.weight_type == "int8" else QuantType.QUInt8,
@@ -44,3 +39,21 @@ def quantize_dynamic_onnx(
     )
     onnx.checker.check_model(str(out_path))
     return Path(out_path)
+
+
+def check_dynamic_quantizable(model: onnx.ModelProto, op_types: Sequence[str] = DYNAMIC_OP_TYPES, *,
+                              name: str = "the model") -> None:
+    """Raise a QuantizationError saying why, when dynamic int8 would find nothing to quantize."""
+    present = sorted({n.op_type for n in model.graph.node})
+    if any(op in set(op_types) for op in present):
+        return
+    if "Gemm" in present:
+        hint = ("its Linear layers export as Gemm, which ONNX Runtime's dynamic int8 does not quantize; "
+                "use quantization.mode: static (calibrated int8 covers Gemm)")
+    elif "Conv" in present:
+        hint = "use quantization.mode: static for convolutional models"
+    else:
+        hint = "it has no layer dynamic int8 can quantize; use quantization.mode: static or turn quantization off"
+    raise QuantizationError(
+        f"dynamic int8 found no {'/'.join(op_types)} node in {name} (ops: {', '.join(present) or 'none'}): {hint}"
+    )

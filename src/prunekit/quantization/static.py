@@ -6,6 +6,8 @@ ONNX Runtime lacks (computed by prunekit's observer and passed as range override
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -131,14 +133,15 @@ def quantize_static_onnx(
     }
     if overrides:
         extra["TensorQuantOverrides"] = overrides
-    quantize_static(
-        str(model_path), str(out_path), FeedReader(feeds),
-        quant_format=QuantFormat.QDQ if spec.format == "qdq" else QuantFormat.QOperator,
-        op_types_to_quantize=list(op_types) if op_types is not None else None,
-        per_channel=spec.per_channel, reduce_range=resolved_reduce_range(spec),
-        activation_type=_QTYPE[spec.activation_type], weight_type=_QTYPE[spec.weight_type],
-        nodes_to_exclude=list(excluded), calibrate_method=_ORT_METHODS[spec.method], extra_options=extra,
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print() progress lines
+        quantize_static(
+            str(model_path), str(out_path), FeedReader(feeds),
+            quant_format=QuantFormat.QDQ if spec.format == "qdq" else QuantFormat.QOperator,
+            op_types_to_quantize=list(op_types) if op_types is not None else None,
+            per_channel=spec.per_channel, reduce_range=resolved_reduce_range(spec),
+            activation_type=_QTYPE[spec.activation_type], weight_type=_QTYPE[spec.weight_type],
+            nodes_to_exclude=list(excluded), calibrate_method=_ORT_METHODS[spec.method], extra_options=extra,
+        )
     onnx.checker.check_model(str(out_path))
     quantized = tuple(n for n in nodes if n not in set(excluded))
     return StaticQuantization(Path(out_path), quantized, excluded, spec.method)

@@ -59,7 +59,8 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Load and validate a YAML recipe.
 
     Relative ``model.weights`` and ``data.npz`` paths are resolved against the recipe's folder,
-    so a recipe and its files can move together.
+    so a recipe and its files can move together; a ``factory`` module may sit in that folder too
+    (it is appended to ``sys.path``).
 
     Raises
     ------
@@ -80,7 +81,22 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         block = data.get(section)
         if isinstance(block, dict) and isinstance(block.get(key), str) and not Path(block[key]).is_absolute():
             block[key] = str((path.parent / block[key]).resolve())
-    return recipe_from_dict(data, source=source)
+    recipe = recipe_from_dict(data, source=source)
+    if recipe.model.factory or recipe.data.factory:
+        add_import_folder(path.parent)
+    return recipe
+
+
+def add_import_folder(folder: str | os.PathLike[str]) -> None:
+    """Make modules next to a recipe importable by its factories, as weights and ``.npz`` paths resolve.
+
+    The folder goes at the END of ``sys.path``: an installed package of the same name still wins.
+    """
+    import sys
+
+    resolved = str(Path(folder).resolve())
+    if resolved not in sys.path:
+        sys.path.append(resolved)
 
 
 def recipe_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Recipe:

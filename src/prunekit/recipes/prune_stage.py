@@ -195,7 +195,7 @@ def run_masked(model: nn.Module, spec: PruningSpec, example: Any) -> PruneOutcom
 
 
 def run_sensitivity_allocation(model: nn.Module, spec: PruningSpec, example: Any, bundle: DataBundle, *,
-                               seed: int) -> tuple[PruneOutcome, dict[str, list[tuple[float, float]]]]:
+                               seed: int, on_group: Any = None) -> tuple[PruneOutcome, dict[str, list[tuple[float, float]]]]:
     """Scan each group alone, then spend the global target where accuracy suffers least.
 
     Returns the pruned outcome and the curves as ``{group: [(ratio, accuracy)]}`` for the report.
@@ -208,7 +208,8 @@ def run_sensitivity_allocation(model: nn.Module, spec: PruningSpec, example: Any
     graph = build_graph(model, example)
     round_to = spec.round_to if spec.round_to > 1 else None
     curves = sensitivity_scan(model, example, bundle.val, ratios=tuple(spec.sensitivity_ratios),
-                              criterion=spec.criterion, graph=graph, min_keep=spec.min_keep, round_to=round_to)
+                              criterion=spec.criterion, graph=graph, min_keep=spec.min_keep, round_to=round_to,
+                              on_group=on_group)
     criterion = make_criterion(spec.criterion, owner="recipe pruning.criterion")
     ctx = collect(model, bundle.calib, needs=criterion.requires, seed=seed)
     scores, _ = score_groups([graph.group(g) for g in curves], ctx, criterion)

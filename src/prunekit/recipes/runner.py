@@ -2,7 +2,8 @@
 
 Everything is written under ``<output_dir>.partial`` and renamed into place only when the run has
 succeeded, so a folder named ``output_dir`` is always complete. An interrupted run leaves its
-checkpoints in the ``.partial`` folder, and ``resume=True`` continues from them.
+checkpoints in the ``.partial`` folder, and ``resume=True`` continues from them. Which folders a run
+may create, move or delete (a marker file, a lock) is decided in :mod:`prunekit.recipes.rundir`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from torch import nn
 
 from prunekit import defaults
 from prunekit.data import DataBundle
-from prunekit.errors import RecipeError
+from prunekit.errors import PrunekitWarning
 from prunekit.recipes.facts import asked_vs_reached, split_sources
 from prunekit.recipes.schema import Recipe
 from prunekit.reporting.report import ModelMetrics, QuantizationInfo, RecoveryAccuracy, Report
@@ -33,34 +35,43 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool =
     pruning plan rank 0 decided; only rank 0 writes files, measures and returns the report
     (other ranks return None).
     """
+    from prunekit.recipes.run_warnings import recorded_warnings
+    from prunekit.recipes.rundir import RunDir, recipe_fingerprint, translate_write_error
     from prunekit.training.distributed import barrier, distributed_context
 
     console = console or Console()
-    out = Path(recipe.output_dir)
-    work = out.with_name(out.name + ".partial")
-    if out.exists() and not (out / "report.json").is_file():
-        raise RecipeError(f"output_dir '{out}' exists and is not a prunekit run: choose another folder with --out")
+    digest, flat = recipe_fingerprint(recipe.model_dump(mode="json"))
+    rundir = RunDir(Path(recipe.output_dir), digest, flat, resume=resume)
+    work = rundir.work
     with distributed_context() as ctx:
-        if ctx.is_main:
-            if work.exists() and not resume:
-                shutil.rmtree(work)
-            work.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main:  # marker, lock, writability: see recipes/rundir.py
+            rundir.open(console)
         barrier()
         from prunekit.training.reproducible import reproducible
 
-        with reproducible(recipe.train_threads):  # fixed torch threads, deterministic kernels (ORT keeps its own)
-            report = _Run(recipe, work, console if ctx.is_main else Console(quiet=True), resume,
-                          is_main=ctx.is_main).execute()
+        try:
+            with recorded_warnings() as caught, reproducible(recipe.train_threads):
+                # fixed torch threads, deterministic kernels (ORT keeps its own)
+                run = _Run(recipe, work, console if ctx.is_main else Console(quiet=True), resume,
+                           is_main=ctx.is_main)
+                run.caught, run.notes[:0] = caught, rundir.notes
+                report = run.execute()
+        except BaseException as exc:
+            if ctx.is_main:
+                rundir.abandon()
+            translated = translate_write_error(exc, work)
+            if translated is not None:
+                raise translated from exc
+            raise
         barrier()
     if not ctx.is_main:
         return None
-    shutil.rmtree(work / "checkpoints", ignore_errors=True)  # only an interrupted run needs them
-    if out.exists():  # a previous run's output: keep one generation instead of deleting it
-        previous = out.with_name(out.name + ".previous")
-        if previous.exists():
-            shutil.rmtree(previous)
-        out.rename(previous)
-    work.rename(out)
+    try:
+        rundir.publish(console)
+    except OSError as exc:
+        translated = translate_write_error(exc, work)
+        raise (translated or exc) from exc
+    out = rundir.out
     console.print(f"[green]wrote[/green] {out}/report.html and {out}/report.json")
     return report
 
@@ -96,7 +107,8 @@ class _Run:
         return FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                               scheduler=scheduler, momentum=momentum, early_stopping_patience=patience,
                               temperature=temperature, alpha=alpha, seed=self.recipe.seed,
-                              checkpoint_dir=str(self.work / "checkpoints" / name), progress=True)
+                              checkpoint_dir=str(self.work / "checkpoints" / name), progress=True,
+                              lr_key="model.train_baseline.lr" if name == "baseline" else "recovery.lr")
 
     def measure_settings(self):
         """The ORT timing settings every decision and every latency table of this run shares."""
@@ -160,6 +172,7 @@ class _Run:
                               f"heads can be pruned: {', '.join(split)}")
         self.example = (torch.zeros(r.model.example_input_shape) if r.model.example_input_shape
                         else self.bundle.example_input)
+        self.preflight(dense)
         if r.model.train_baseline is not None and r.model.train_baseline.epochs > 0:
             self.train_baseline(dense)
         dense.eval()
@@ -191,8 +204,33 @@ class _Run:
         )
         if r.evaluation.kfold >= 2:
             self.notes.append(self.kfold(compressed))
+        self.collect_warnings()
         report.write(self.work)
         return report
+
+    def preflight(self, dense: nn.Module) -> None:
+        """Before any training: data vs model, ONNX export, dynamic int8, round_to (recipes/preflight.py)."""
+        from prunekit.recipes.preflight import check_export_and_quantization, round_to_warning
+        from prunekit.recipes.validate_data import check_data_fits_model
+
+        r = self.recipe
+        self.model_label = r.model.builtin or r.model.factory or "model"
+        check_data_fits_model(self.bundle, dense, model_label=self.model_label, example=self.example,
+                              example_from_recipe=bool(r.model.example_input_shape))
+        if self.is_main:
+            self.stage("checking the untrained model exports to ONNX" + (
+                " and quantizes" if r.quantization.enabled and r.quantization.mode == "dynamic" else ""))
+            check_export_and_quantization(dense, self.example, r, self.work)
+        if r.pruning is not None and r.pruning.enabled and (text := round_to_warning(dense, r.pruning)):
+            warnings.warn(text, PrunekitWarning, stacklevel=2)
+
+    def collect_warnings(self) -> None:
+        """Python warnings raised during the run join the report's own (once each)."""
+        from prunekit.recipes.run_warnings import warning_lines
+
+        for line in warning_lines(getattr(self, "caught", [])):
+            if line not in self.warnings:
+                self.warnings.append(line)
 
     def train_baseline(self, model: nn.Module) -> None:
         from prunekit.training import finetune
@@ -239,7 +277,10 @@ class _Run:
         self.stage(f"pruning: {spec.granularity}, criterion {spec.criterion}, remove {spec.target.ratio:.0%} of "
                    f"{spec.target.metric}, schedule {spec.schedule.kind}, allocation {spec.allocation}")
         if spec.granularity == "structured" and spec.allocation == "sensitivity":
-            outcome, self.sensitivity = run_sensitivity_allocation(start, spec, self.example, self.bundle, seed=r.seed)
+            outcome, self.sensitivity = run_sensitivity_allocation(
+                start, spec, self.example, self.bundle, seed=r.seed,
+                on_group=lambda done, total, gid: self.console.print(f"  sensitivity scan [{done + 1}/{total}] {gid}",
+                                                                     highlight=False))
             outcome.record = self.base_record.merged(outcome.record)
         elif spec.granularity == "structured":
             depth_record = self.base_record
@@ -255,6 +296,7 @@ class _Run:
                               "do not skip zeros, so latency and MACs are not expected to drop; file size drops only "
                               "after compression of the zeros")
         model = outcome.model
+        self.check_cut(dense, model, outcome.masks)
         if "cut" in cut_accuracy and spec.schedule.finetune_epochs_between == 0:
             after_cut, after_recal = cut_accuracy["cut"], cut_accuracy.get("recalibrated", cut_accuracy["cut"])
         else:  # mask-based and sensitivity paths, or a schedule that already fine-tuned between steps
@@ -291,6 +333,19 @@ class _Run:
         trajectory = [{k: v for k, v in row.items()} for row in outcome.trajectory]
         return model, outcome.record, outcome.masks, trajectory, outcome.groups, recovery
 
+    def check_cut(self, dense: nn.Module, pruned: nn.Module, masks) -> None:
+        """Fail on a cut that removed nothing (unless pruning.allow_no_op); warn when less than asked."""
+        from prunekit.evaluation.complexity import count_macs, count_params
+        from prunekit.recipes.preflight import asked_vs_applied, check_something_removed
+
+        spec = self.recipe.pruning
+        texts = [check_something_removed(dense, pruned, masks, spec, self.model_label)]
+        if masks is None and spec.target.metric in ("macs", "params"):
+            cost = (lambda m: count_macs(m, self.example).total) if spec.target.metric == "macs" else count_params
+            texts.append(asked_vs_applied(cost(dense), cost(pruned), spec))
+        for text in filter(None, texts):
+            warnings.warn(text, PrunekitWarning, stacklevel=2)
+
     def sparsity_training(self, model: nn.Module) -> None:
         """Regularized training so the criterion later finds whole groups near zero (slimming, group lasso)."""
         from prunekit.dependency import build_graph
@@ -302,7 +357,7 @@ class _Run:
         groups = build_graph(model, self.example).prunable_groups() if st.group_lasso > 0 else None
         config = FinetuneConfig(epochs=st.epochs, lr=st.lr, optimizer="sgd", l1=st.l1, l2=st.l2,
                                 bn_scale=st.bn_scale, group_lasso=st.group_lasso, seed=self.recipe.seed,
-                                progress=True)
+                                progress=True, lr_key="pruning.sparsity_training.lr")
         finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task, groups=groups)
 
     def save_compressed(self, model: nn.Module, record) -> None:

@@ -42,6 +42,7 @@ def _interval(low: float | None, high: float | None, *, low_closed: bool, high_c
 
 
 Ratio = Annotated[float, _interval(0, 1, low_closed=False, high_closed=False)]  # removed fraction
+MAX_TARGET_RATIO = 0.95  # the largest fraction of a metric one recipe may ask pruning to remove
 LayerRatio = Annotated[float, _interval(0, 1, low_closed=True, high_closed=False)]  # 0 keeps the layer whole
 Probability = Annotated[float, _interval(0, 1, low_closed=True, high_closed=True)]
 Positive = Annotated[float, _interval(0, None, low_closed=False, high_closed=False)]
@@ -153,6 +154,15 @@ class TargetSpec(_Section):
     metric: Literal["macs", "params", "channels", "latency"] = defaults.PRUNE_TARGET  # latency: ORT p50, batch 1
     ratio: Ratio = defaults.PRUNE_RATIO
 
+    @field_validator("ratio")
+    @classmethod
+    def _leaves_something(cls, value: float) -> float:
+        if value > MAX_TARGET_RATIO:  # the pruner caps one cut here: asking more would be silently clamped
+            raise PydanticCustomError(
+                "prunekit_range", f"must be at most {MAX_TARGET_RATIO} (every layer keeps at least 5% of its "
+                f"channels so the model can still learn), got {value!r}")
+        return value
+
 
 class ScheduleSpec(_Section):
     """How the target is reached: at once, in equal steps, on a cubic ramp, or adaptively."""
@@ -212,6 +222,7 @@ class PruningSpec(_Section):
     sensitivity_ratios: list[Ratio] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], min_length=1)
     depth_blocks: Count = 0  # remove this many whole bypassable blocks (least output change) before the cut
     sparsity_training: SparsityTrainingSpec = Field(default_factory=SparsityTrainingSpec)
+    allow_no_op: bool = False  # true: a cut that removes nothing is a warning, not an error
 
     @model_validator(mode="after")
     def _nm_fits_granularity(self) -> PruningSpec:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from prunekit.data import BUILTIN_DATASETS, DataBundle, split_tensors
-from prunekit.errors import PrunekitWarning, SourceError
+from prunekit.errors import PrunekitError, PrunekitWarning, SourceError
 from prunekit.models import BUILTIN_MODELS
 from prunekit.recipes.schema import DataSpec, ModelSpec
 
@@ -97,9 +97,15 @@ def import_object(ref: str, *, what: str) -> Any:
         raise SourceError(f"{what} {ref!r} must look like 'package.module:function'")
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SourceError(f"{what} {ref!r}: cannot import module '{module_name}' ({exc}); "
-                          f"check the spelling and that it is on PYTHONPATH") from None
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name != exc.name and not module_name.startswith(exc.name + "."):
+            raise SourceError(f"{what} {ref!r}: module '{module_name}' needs '{exc.name}', which is not installed "
+                              f"({user_frame(exc)}); install it") from None
+        raise SourceError(f"{what} {ref!r}: cannot import module '{module_name}' ({exc}); check the spelling and "
+                          f"that its file is next to the recipe or on PYTHONPATH") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing: say where
+        raise SourceError(f"{what} {ref!r}: importing module '{module_name}' raised {type(exc).__name__}: "
+                          f"{_first_line(exc)} ({user_frame(exc)}); fix that module") from None
     for part in attr_path.split("."):
         if not hasattr(obj, part):
             names = [n for n in dir(obj) if not n.startswith("_")]
@@ -119,7 +125,29 @@ def _call(fn: Callable[..., Any], kwargs: dict[str, Any], *, label: str, what: s
         raise SourceError(f"{what} {label!r} does not accept kwargs {sorted(kwargs)}: {exc}; fix {what}.kwargs") from None
     except ValueError:
         pass  # no introspectable signature (a C function): let the call speak
-    return fn(**kwargs)
+    try:
+        return fn(**kwargs)
+    except PrunekitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's factory failed: name it and the user's own line
+        raise SourceError(f"{what} factory {label!r} raised {type(exc).__name__}: {_first_line(exc)} "
+                          f"({user_frame(exc)}); fix the factory or {what}.kwargs") from None
+
+
+def user_frame(exc: BaseException) -> str:
+    """'at path/file.py:12 in build': the innermost frame of the user's code (not prunekit, torch or stdlib)."""
+    import sysconfig
+    import traceback
+
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"at {exc.filename}:{exc.lineno}"
+    library = [str(Path(__file__).resolve().parents[1])]
+    library += [p for p in {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")} if p]
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if not any(str(Path(f.filename).resolve()).startswith(p) for p in library)
+            and not f.filename.startswith("<")]
+    frame = (mine or frames or [None])[-1]
+    return f"at {frame.filename}:{frame.lineno} in {frame.name}" if frame is not None else "no traceback"
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -58,6 +58,7 @@ class FinetuneConfig:
     seed: int = 0
     checkpoint_dir: str | None = None
     progress: bool = False  # rich progress bar per epoch (rank 0 only)
+    lr_key: str | None = None  # how the caller names the learning rate (a recipe key), for error messages
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -103,7 +104,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _int(v) and v >= 0, "an int >= 0"),
     "checkpoint_dir": (lambda v: v is None or isinstance(v, str), "None or a path string"),
     "progress": (lambda v: isinstance(v, bool), "a bool"),
+    "lr_key": (lambda v: v is None or isinstance(v, str), "None or a string"),
 }
+
+
+_RESUME_FREE = ("checkpoint_dir", "progress", "lr_key")  # may differ between a run and its resume
 
 
 @dataclass(frozen=True)
@@ -326,7 +331,11 @@ class _Run:
             scale = n * self.ctx.world_size / train.batch_sampler.global_sizes[step]
         loss = data_loss.float() * scale + self._penalties()
         if not torch.isfinite(loss):
-            raise PrunekitError(f"finetune: the loss became {loss.item()} at step {step}; lower config.lr or set grad_clip")
+            lr_name = cfg.lr_key or "FinetuneConfig.lr"
+            clip = "" if cfg.lr_key else " or set FinetuneConfig.grad_clip"
+            raise PrunekitError(f"{cfg.lr_key.rsplit('.', 1)[0] if cfg.lr_key else 'finetune'}: the loss became "
+                                f"{loss.item()} at step {step}; lower {lr_name} (now {cfg.lr:g})"
+                                f"{clip}")
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -391,6 +400,15 @@ class _Run:
 
     def _restore(self, path: Any) -> int:
         ckpt = load_checkpoint(path)
+        saved = ckpt.meta.get("config") or {}
+        current = self.config.to_dict()
+        changed = [f"{k} {saved[k]!r} -> {current[k]!r}" for k in sorted(current)
+                   if k in saved and k not in _RESUME_FREE and saved[k] != current[k]]
+        if changed:
+            raise InvalidParameterError(
+                f"checkpoint '{path}' was written by a fine-tune with other settings ({', '.join(changed[:4])}): "
+                f"resume with the same settings, or start fresh without resume"
+            )
         self.model.load_state_dict(ckpt.model_state)
         state = ckpt.train_state
         self.optimizer.load_state_dict(state["optimizer"])

@@ -14,7 +14,11 @@ scores go first (ties by index).
   counts) and bisection finds where the cost crosses the target; of the two plans either side of
   the crossing, the one whose removed fraction is closer to ``ratio`` wins (ties: the one that
   meets it). So the result misses the target by at most half of one removal step (one unit, or
-  one ``round_to`` block), on either side; ``plan.meta["achieved"]`` says by how much.
+  one ``round_to`` block), on either side; ``plan.meta["achieved"]`` says by how much. With
+  ``estimate(plan) -> cost`` (:mod:`prunekit.pruning.cost_model`, priced from the graph) the
+  bisection and the rounding refinement run on the estimate and ``measure`` re-counts the chosen
+  plan; if the two disagree, the search is redone on ``measure`` (``plan.meta["pricing"]`` says
+  which happened).
 """
 
 from __future__ import annotations
@@ -115,7 +119,8 @@ def allocate(groups: Iterable[ChannelGroup], scores: Mapping[str, torch.Tensor],
              scope: Scope = "local", target: Target = "channels",
              measure: Callable[[PruningPlan], float] | None = None, round_to: int | None = None,
              min_keep: int = 1, ignore: Sequence[str] = (), per_module: Mapping[str, float] | None = None,
-             normalizer: str | Callable | None = "mean") -> PruningPlan:
+             normalizer: str | Callable | None = "mean",
+             estimate: Callable[[PruningPlan], float] | None = None) -> PruningPlan:
     """Decide a plan; see the module docstring for the rules.
 
     Parameters
@@ -130,6 +135,8 @@ def allocate(groups: Iterable[ChannelGroup], scores: Mapping[str, torch.Tensor],
         Cost of the model pruned by ``plan``; required for every target but "channels".
     per_module : mapping module name/pattern -> ratio
         Groups whose producers match keep that local ratio and leave the global ranking.
+    estimate : callable(plan) -> float, optional
+        A fast price of a plan; the search runs on it and ``measure`` verifies the result.
     """
     check_ratio(ratio, "ratio", "allocate")
     for name, r in (per_module or {}).items():
@@ -160,10 +167,35 @@ def allocate(groups: Iterable[ChannelGroup], scores: Mapping[str, torch.Tensor],
     if measure is None:
         raise InvalidParameterError(f"target '{target}' needs a measure(plan) -> cost callable to price candidate plans")
     steps = list(range(n_free + 1)) if scope == "global" else _local_steps(free)
-    plan = _search(steps, plan_for, measure, ratio, target)
+    if estimate is None:
+        plan, price = _search(steps, plan_for, measure, ratio, target), measure
+    else:
+        plan = _search_estimated(steps, plan_for, measure, estimate, ratio, target)
+        price = estimate if str(plan.meta.get("pricing", "")).startswith("graph estimate") else measure
     if scope == "global" and target in ("params", "macs"):  # cheap to price; "cost" may be a timed run
-        plan = _refine(plan, chosen, scores, normalized, measure, ratio, min_keep=min_keep, round_to=round_to)
+        refined = _refine(plan, chosen, scores, normalized, price, ratio, min_keep=min_keep, round_to=round_to)
+        if refined is not plan and price is not measure:  # the estimate priced the refinement: count it for real
+            real, dense = float(measure(PruningPlan(refined.removed))), float(measure(PruningPlan({})))
+            refined = PruningPlan(refined.removed, refined.meta | {"achieved": 1 - real / dense})
+        plan = refined
     return plan
+
+
+def _search_estimated(steps: Sequence, plan_for: Callable[[object], PruningPlan],
+                      measure: Callable[[PruningPlan], float], estimate: Callable[[PruningPlan], float],
+                      ratio: float, target: str) -> PruningPlan:
+    """Bisect on ``estimate``; keep the result if ``measure`` agrees on it, else bisect on ``measure``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = _search(steps, plan_for, estimate, ratio, target)
+    chosen = PruningPlan(plan.removed)
+    real, dense = float(measure(chosen)), float(estimate(PruningPlan({})))  # the estimate's dense cost is a real count
+    if abs(real - estimate(chosen)) <= 1e-9 * max(dense, 1.0):
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=3)
+        return PruningPlan(plan.removed, plan.meta | {"achieved": 1 - real / dense, "pricing": "graph estimate, verified"})
+    plan = _search(steps, plan_for, measure, ratio, target)
+    return PruningPlan(plan.removed, plan.meta | {"pricing": f"re-counted (graph estimate was off by {real - estimate(chosen):+.0f})"})
 
 
 def _local_steps(groups: Sequence[ChannelGroup]) -> list[float]:

@@ -67,6 +67,29 @@ def _batch_feed(example: Example, input_names: Sequence[str], batch: int) -> dic
     return {n: t[:1].repeat(batch, *([1] * (t.dim() - 1))).numpy() for n, t in zip(input_names, tensors)}
 
 
+def token_axes(model: nn.Module, example_input: Example) -> dict[str, dict[int, str]] | None:
+    """Dynamic ``batch`` and ``sequence`` axes when ``example_input`` is token ids, else None.
+
+    Token ids are a dict of 2-D integer tensors (``input_ids``, ``attention_mask``...); the output
+    gets ``sequence`` on axis 1 only when it has the example's length there (hidden states, not a
+    pooled embedding or logits).
+    """
+    if not isinstance(example_input, dict) or not example_input:
+        return None
+    tensors = list(example_input.values())
+    if not all(isinstance(t, torch.Tensor) and t.dim() == 2 and not t.is_floating_point() for t in tensors):
+        return None
+    seq = tensors[0].shape[1]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(**example_input)
+    model.train(was_training)
+    out = out if isinstance(out, torch.Tensor) else next(iter(out.values())) if isinstance(out, dict) else out[0]
+    out_axes = {0: "batch", 1: "sequence"} if out.dim() >= 2 and out.shape[1] == seq else {0: "batch"}
+    return {name: {0: "batch", 1: "sequence"} for name in example_input} | {"output": out_axes}
+
+
 def quantize_for_deployment(
     model: nn.Module,
     example_input: Example,
@@ -82,6 +105,7 @@ def quantize_for_deployment(
     threads: int | None = None,
     per_layer_speed: bool = False,
     settings: MeasureSettings | None = None,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> QuantResult:
     """Export ``model`` to ONNX, quantize it to int8, check accuracy, time both and choose.
 
@@ -99,6 +123,12 @@ def quantize_for_deployment(
     settings
         Timing settings (threads, rounds...); default ``MeasureSettings(threads=threads, runs=repeats)``,
         threads defaulting to the physical cores, as in the report's latency table.
+    dynamic_axes
+        Symbolic axes of the export (see :func:`prunekit.export.onnx.export_onnx`). Default: token
+        inputs (a dict of 2-D integer tensors, e.g. ``input_ids``/``attention_mask``) get dynamic
+        ``batch`` and ``sequence`` axes (:func:`token_axes`), anything else a dynamic batch axis.
+        The model must accept the dict keys as keywords and return a tensor (wrap HF models in
+        :class:`prunekit.export.hf.TokenModel`).
 
     Raises
     ------
@@ -114,7 +144,8 @@ def quantize_for_deployment(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     names = default_input_names(example_input)
-    raw = export_onnx(model, example_input, workdir / "model_fp32_raw.onnx", input_names=names)
+    axes = dynamic_axes if dynamic_axes is not None else token_axes(model, example_input)
+    raw = export_onnx(model, example_input, workdir / "model_fp32_raw.onnx", input_names=names, dynamic_axes=axes)
     fp32 = preprocess(raw, workdir / "model_fp32.onnx")
     int8 = workdir / "model_int8.onnx"
     kept: dict[str, str] = {}

@@ -49,8 +49,15 @@ def preprocess(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[st
     """ORT's recommended pre-processing (symbolic shapes, graph optimisation), then name every node.
 
     Node names are what fallback and reports refer to, so unnamed nodes get ``<op>_<index>``.
+    ORT's symbolic shape inference gives up on some graphs with dynamic sequence axes (Hugging
+    Face attention-mask code); the ONNX shape inference ORT also runs is then used alone.
     """
-    quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=False)
+    try:
+        quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=False)
+    except Exception as exc:  # noqa: BLE001 - ORT raises a bare Exception("Incomplete symbolic shape inference")
+        if "symbolic shape" not in str(exc).lower():
+            raise
+        quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
     model = onnx.load(str(out_path))
     for i, node in enumerate(model.graph.node):
         if not node.name:

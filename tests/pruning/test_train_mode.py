@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 def test_train_only_head_is_pruned_with_its_producer() -> None:
     torch.manual_seed(0)
     model, x = AuxHead().eval(), torch.randn(2, 3, 8, 8)
-    small = StructuredPruner(ratio=0.5).fit(model, x).transform(model)
+    small = StructuredPruner(ratio=0.5, target="channels", scope="local").fit(model, x).transform(model)
     assert small.c1.out_channels == 8 and small.aux.in_features == 8  # the aux head follows conv c1
     out = train_step(small, x)
     assert [tuple(t.shape) for t in out] == [(2, 10), (2, 10)]

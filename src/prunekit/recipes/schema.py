@@ -95,6 +95,7 @@ class ModelSpec(_Section):
 
     builtin: str | None = None
     factory: ImportRef = None
+    hf: str | None = None  # a Hugging Face checkpoint folder or installed package (offline); task from data.task
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = None  # .safetensors, or a .pt/.pth/.bin state dict (weights_only=True)
     example_input_shape: list[PositiveInt] | None = None  # e.g. [1, 1, 8, 8]; else one data batch
@@ -109,7 +110,26 @@ class ModelSpec(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        _exactly_one("model", {"builtin": self.builtin, "factory": self.factory})
+        _exactly_one("model", {"builtin": self.builtin, "factory": self.factory, "hf": self.hf})
+        return self
+
+
+class TextSpec(_Section):
+    """Text for a Hugging Face model: a file/folder, a factory yielding strings (or (text, label)), or Brown.
+
+    Tokenized with the model's own tokenizer to at most ``max_length`` tokens; batches are
+    bucketed by length so each is padded only to its longest text.
+    """
+
+    files: str | None = None  # one text per line; a folder of *.txt (class sub-folders give labels)
+    factory: ImportRef = None  # returns an iterable of strings or (string, int label) pairs
+    builtin: Literal["brown"] | None = None  # the Brown corpus, labelled by genre (15 classes)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    max_length: PositiveInt = 128
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TextSpec:
+        _exactly_one("text", {"files": self.files, "factory": self.factory, "builtin": self.builtin})
         return self
 
 
@@ -119,10 +139,11 @@ class DataSpec(_Section):
     builtin: str | None = None
     npz: str | None = None
     factory: ImportRef = None
+    text: TextSpec | None = None  # text for a model.hf checkpoint
     kwargs: dict[str, Any] = Field(default_factory=dict)
     batch_size: PositiveInt = 64
     calib_samples: PositiveInt = 256
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression", "embedding", "causal_lm"] = "classification"
     val_fraction: Ratio = 0.15
     test_fraction: Ratio = 0.2  # ignored when the npz holds x_test/y_test
 
@@ -135,7 +156,7 @@ class DataSpec(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
-        _exactly_one("data", {"builtin": self.builtin, "npz": self.npz, "factory": self.factory})
+        _exactly_one("data", {"builtin": self.builtin, "npz": self.npz, "factory": self.factory, "text": self.text})
         if self.val_fraction + self.test_fraction >= 1:
             raise PydanticCustomError(
                 "prunekit_split",
@@ -325,6 +346,19 @@ class Recipe(_Section):
     def _default_output_dir(self) -> Recipe:
         if self.output_dir is None:
             object.__setattr__(self, "output_dir", f"runs/{self.name}")
+        return self
+
+    @model_validator(mode="after")
+    def _text_pairs_hf(self) -> Recipe:
+        text_task = self.data.task in ("embedding", "causal_lm")
+        if (self.model.hf is not None) != (self.data.text is not None):
+            raise PydanticCustomError("prunekit_text", "model.hf and data.text go together: a Hugging Face "
+                                      "model reads text tokenized by its own tokenizer")
+        if text_task and self.model.hf is None:
+            raise PydanticCustomError("prunekit_text", f"data.task: {self.data.task} needs model.hf and data.text")
+        if self.model.hf is not None and self.data.task == "regression":
+            raise PydanticCustomError("prunekit_text", "a model.hf recipe has task classification, embedding or "
+                                      "causal_lm, got regression")
         return self
 
     @model_validator(mode="after")

@@ -60,6 +60,7 @@ def export_onnx(
     dynamic_batch: bool = True,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] = ("output",),
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
 ) -> Path:
     """Export ``model`` (in eval mode) to ONNX at ``path``; written to a temp file then renamed.
 
@@ -71,6 +72,10 @@ def export_onnx(
         Mark axis 0 of every input and output as symbolic so one file serves batch 1 and 32.
     input_names
         Defaults to ``("input",)`` for one tensor, the dict keys for kwargs.
+    dynamic_axes
+        ``{input or output name: {axis: symbol}}``, e.g. ``{"input_ids": {0: "batch", 1: "sequence"}}``
+        for token models; replaces the axes ``dynamic_batch`` would mark. Axes sharing a symbol must
+        have equal sizes at run time.
 
     Raises
     ------
@@ -85,6 +90,7 @@ def export_onnx(
         raise ExportError(
             f"export_onnx got {len(names)} input_names for {len(args) + len(kwargs)} inputs: give one name per input"
         )
+    axes = _resolve_axes(dynamic_axes, dynamic_batch, names, tuple(output_names))
     was_training = model.training
     model.eval()
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
@@ -93,7 +99,7 @@ def export_onnx(
         errors: list[str] = []
         for dynamo in (False, True):
             try:
-                _export(model, args, kwargs, tmp, opset=opset, dynamo=dynamo, dynamic_batch=dynamic_batch,
+                _export(model, args, kwargs, tmp, opset=opset, dynamo=dynamo, dynamic_axes=axes,
                         input_names=names, output_names=tuple(output_names))
                 break
             except Exception as exc:  # noqa: BLE001 - each exporter fails in its own way; we report both
@@ -108,20 +114,40 @@ def export_onnx(
     return path
 
 
+def _resolve_axes(dynamic_axes: Mapping[str, Mapping[int, str]] | None, dynamic_batch: bool,
+                  input_names: tuple[str, ...], output_names: tuple[str, ...]) -> dict[str, dict[int, str]] | None:
+    """The symbolic axes to export: explicit ones (checked against the names) or axis 0 of everything."""
+    if dynamic_axes is None:
+        return {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
+    unknown = sorted(set(dynamic_axes) - set(input_names) - set(output_names))
+    if unknown:
+        raise ExportError(f"dynamic_axes names {unknown} that are neither inputs {list(input_names)} "
+                          f"nor outputs {list(output_names)}: use those names")
+    return {n: {int(a): str(sym) for a, sym in ax.items()} for n, ax in dynamic_axes.items()}
+
+
 def _export(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], path: str, *, opset: int,
-            dynamo: bool, dynamic_batch: bool, input_names: tuple[str, ...], output_names: tuple[str, ...]) -> None:
+            dynamo: bool, dynamic_axes: dict[str, dict[int, str]] | None, input_names: tuple[str, ...],
+            output_names: tuple[str, ...]) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporters warn about their own deprecations, not our model
         if not dynamo:
-            dynamic_axes = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
             torch.onnx.export(model, args, path, kwargs=kwargs or None, dynamo=False, opset_version=opset,
                               input_names=list(input_names), output_names=list(output_names),
                               dynamic_axes=dynamic_axes, do_constant_folding=True)
             return
-        batch = torch.export.Dim("batch")
         shapes: Any = None
-        if dynamic_batch:
-            shapes = {k: {0: batch} for k in kwargs} if kwargs else tuple({0: batch} for _ in args)
+        if dynamic_axes:
+            dims: dict[str, Any] = {}  # one Dim per symbol, so axes sharing a name stay equal
+
+            def dim(symbol: str) -> Any:
+                return dims.setdefault(symbol, torch.export.Dim(symbol))
+
+            per_input = [{a: dim(s) for a, s in dynamic_axes.get(n, {}).items()} or None for n in input_names]
+            if kwargs:
+                shapes = dict(zip(kwargs, per_input[len(args):]))
+            else:
+                shapes = tuple(per_input)
         program = torch.onnx.export(model, args, kwargs=kwargs or None, dynamo=True, opset_version=max(opset, 18),
                                     input_names=list(input_names), output_names=list(output_names),
                                     dynamic_shapes=shapes, verbose=False)

@@ -1,0 +1,156 @@
+"""Latency of token models (ONNX Runtime and PyTorch) at (batch x sequence) shapes, fed int64 token ids.
+
+The float-input helpers in :mod:`prunekit.evaluation.latency` draw one random float batch; a text
+model needs ``input_ids`` below its vocabulary, an all-ones ``attention_mask`` and (BERT)
+``token_type_ids``, and its cost depends on the sequence length as much as on the batch. Models
+are timed the same way: in one process, alternating, order flipped each round, medians.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunekit.errors import InvalidParameterError, SourceError
+from prunekit.evaluation.latency import alternating_timings, physical_cores, summarize
+
+Shape = tuple[int, int]
+TokenTimings = dict[str, dict[str, dict[str, float]]]  # model -> "BxS" -> summarize() stats
+
+DEFAULT_SHAPES: tuple[Shape, ...] = ((1, 32), (32, 32))
+
+
+def shape_label(shape: Shape) -> str:
+    """``(32, 128)`` -> ``"32x128"``: the key of a shape in a :data:`TokenTimings` result."""
+    return f"{shape[0]}x{shape[1]}"
+
+
+def token_feed(input_names: Sequence[str], batch: int, seq: int, *, vocab_size: int,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """Int64 numpy feed: random ids in ``[min(1000, vocab//2), vocab)``, all-ones mask, zero types.
+
+    Unknown names are rejected, so a model with other inputs fails here, not mid-table.
+    """
+    from prunekit.export.hf import TOKEN_INPUTS, random_token_inputs
+
+    unknown = [n for n in input_names if n not in TOKEN_INPUTS]
+    if unknown:
+        raise InvalidParameterError(f"token latency can feed {list(TOKEN_INPUTS)}; the model also wants {unknown}: "
+                                    "time it with prunekit.quantization.speed.measure_latency and your own feeds")
+    tensors = random_token_inputs(input_names, batch, seq, vocab_size=vocab_size, seed=seed)
+    return {k: v.numpy() for k, v in tensors.items()}
+
+
+def _check_shapes(shapes: Sequence[Shape]) -> list[Shape]:
+    out = [tuple(s) for s in shapes]
+    if not out or any(len(s) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in s)
+                      for s in out):
+        raise InvalidParameterError(
+            f"The 'shapes' parameter of token latency must be a non-empty list of (batch, seq) int pairs >= 1. "
+            f"Got {shapes!r} instead.")
+    return out  # type: ignore[return-value]
+
+
+def onnx_token_latency(models: Mapping[str, str | Path], *, vocab_size: int,
+                       shapes: Sequence[Shape] = DEFAULT_SHAPES, warmup: int = 10, runs: int = 50,
+                       threads: int | None = None, seed: int = 0,
+                       make_session: Callable[[str, Any], Any] | None = None) -> TokenTimings:
+    """ONNX Runtime CPU latency of token models at each (batch, seq), alternating between models.
+
+    Every model gets the same ids at a shape; each is fed the inputs its graph declares.
+    Returns ``result[name]["BxS"]`` -> :func:`prunekit.evaluation.latency.summarize` stats
+    (``throughput_per_s`` counts sequences).
+    """
+    import onnxruntime as ort
+
+    if not models:
+        raise InvalidParameterError("token latency needs at least one model in 'models'. Got an empty mapping.")
+    checked = _check_shapes(shapes)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads) if threads is not None else physical_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if make_session is None:
+        def make_session(path: str, opts: Any) -> Any:
+            if not Path(path).is_file():
+                raise SourceError(f"ONNX model at '{path}' does not exist: export it first or fix the path")
+            return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    sessions = {name: make_session(str(p), options) for name, p in models.items()}
+    result: TokenTimings = {name: {} for name in models}
+    for batch, seq in checked:
+        runners = {}
+        for name, session in sessions.items():
+            names = [i.name for i in session.get_inputs()]
+            feed = token_feed(names, batch, seq, vocab_size=vocab_size, seed=seed)
+            runners[name] = lambda s=session, f=feed: s.run(None, f)
+            _try_once(name, (batch, seq), runners[name])
+        for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs).items():
+            result[name][shape_label((batch, seq))] = summarize(seconds, batch_size=batch)
+    return result
+
+
+def torch_token_latency(models: Mapping[str, nn.Module], *, vocab_size: int,
+                        input_names: Sequence[str] = ("input_ids", "attention_mask"),
+                        shapes: Sequence[Shape] = DEFAULT_SHAPES, warmup: int = 10, runs: int = 50,
+                        threads: int | None = None, seed: int = 0) -> TokenTimings:
+    """PyTorch eager latency of token models (keyword inputs), laid out like :func:`onnx_token_latency`.
+
+    For comparing with ``torch.ao`` dynamic quantization, which runs only in PyTorch. Models run in
+    eval mode under ``inference_mode``; training flags and the torch thread count are restored.
+    """
+    if not models:
+        raise InvalidParameterError("token latency needs at least one model in 'models'. Got an empty mapping.")
+    checked = _check_shapes(shapes)
+    previous = torch.get_num_threads()
+    flags = {name: m.training for name, m in models.items()}
+    torch.set_num_threads(int(threads) if threads is not None else physical_cores())
+    try:
+        result: TokenTimings = {name: {} for name in models}
+        for batch, seq in checked:
+            feed = {k: torch.from_numpy(v) for k, v in
+                    token_feed(input_names, batch, seq, vocab_size=vocab_size, seed=seed).items()}
+            runners = {}
+            for name, model in models.items():
+                model.eval()
+                runners[name] = _torch_runner(model, feed)
+                _try_once(name, (batch, seq), runners[name])
+            for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs).items():
+                result[name][shape_label((batch, seq))] = summarize(seconds, batch_size=batch)
+        return result
+    finally:
+        torch.set_num_threads(previous)
+        for name, model in models.items():
+            model.train(flags[name])
+
+
+def token_speedups(timings: TokenTimings, *, baseline: str, stat: str = "p50_ms") -> dict[str, dict[str, float]]:
+    """``baseline`` latency / model latency at every shape (> 1 means faster than the baseline)."""
+    if baseline not in timings:
+        raise InvalidParameterError(f"The 'baseline' parameter of token_speedups must be one of {sorted(timings)}. "
+                                    f"Got {baseline!r} instead.")
+    return {name: {shape: timings[baseline][shape][stat] / stats[stat] for shape, stats in per_shape.items()}
+            for name, per_shape in timings.items()}
+
+
+def _torch_runner(model: nn.Module, feed: Mapping[str, torch.Tensor]) -> Callable[[], Any]:
+    def run() -> Any:
+        with torch.inference_mode():
+            return model(**feed)
+
+    return run
+
+
+def _try_once(name: str, shape: Shape, run: Callable[[], Any]) -> None:
+    """Fail with the model's name and shape before timing starts."""
+    try:
+        run()
+    except Exception as exc:  # noqa: BLE001 - runtime errors of any kind become one message
+        raise InvalidParameterError(
+            f"model '{name}' failed at (batch, seq)={shape}: {type(exc).__name__}: {str(exc)[:200]}; "
+            "export it with dynamic batch and sequence axes (prunekit.export.hf.export_token_model)") from exc

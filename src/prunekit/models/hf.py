@@ -41,6 +41,11 @@ class TextModel(nn.Module):
         self.model = model
         self.task = task
 
+    @property
+    def config(self) -> Any:
+        """The wrapped checkpoint's config (vocabulary size, positions, heads)."""
+        return self.model.config
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)

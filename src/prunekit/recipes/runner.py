@@ -76,6 +76,7 @@ class _Run:
         self.qat_model: nn.Module | None = None  # set when quantization-aware training wraps the model
         self.dense: nn.Module | None = None
         self.deployment: list[dict[str, Any]] = []
+        self.text = None  # a TextMeasure when the model is a Hugging Face text model
 
     # ------------------------------------------------------------------ helpers
     def stage(self, text: str) -> None:
@@ -94,11 +95,15 @@ class _Run:
     def torch_metrics(self, model: nn.Module, loader) -> dict:
         from prunekit.evaluation.metrics import evaluate, torch_predictor
 
+        if self.text is not None:
+            return self.text.metrics(torch_predictor(model), loader)
         return evaluate(torch_predictor(model), loader, task=self.bundle.task, num_classes=self.bundle.num_classes)
 
     def onnx_metrics(self, path: Path, loader) -> dict:
         from prunekit.evaluation.metrics import evaluate, onnx_predictor
 
+        if self.text is not None:
+            return self.text.metrics(onnx_predictor(path), loader)
         return evaluate(onnx_predictor(path), loader, task=self.bundle.task, num_classes=self.bundle.num_classes)
 
     # ------------------------------------------------------------------ stages
@@ -115,8 +120,13 @@ class _Run:
             make_criterion(r.pruning.criterion, owner="recipe pruning.criterion")  # fail before any training
         _seed_everything(r.seed)
         self.stage(f"loading data and model for [bold]{r.name}[/bold]")
-        self.bundle: DataBundle = load_data(r.data, seed=r.seed)
-        dense = load_model(r.model)
+        if r.model.hf is not None:
+            from prunekit.recipes.text_sources import load_text_run
+
+            dense, self.tokenizer, self.bundle = load_text_run(r.model, r.data, seed=r.seed)
+        else:
+            self.bundle: DataBundle = load_data(r.data, seed=r.seed)
+            dense = load_model(r.model)
         dense, split = split_attention(dense)
         self.base_record = SurgeryRecord(split_attention=split)
         if split:
@@ -128,6 +138,10 @@ class _Run:
             self.train_baseline(dense)
         dense.eval()
         self.dense = dense
+        if r.model.hf is not None:
+            from prunekit.recipes.text_stage import TextMeasure
+
+            self.text = TextMeasure(self.bundle, dense)
         dense_params, dense_macs = count_params(dense), count_macs(dense, self.example).total
         self.stage(f"dense model: {dense_params:,} parameters, {dense_macs:,} MACs")
 
@@ -171,7 +185,7 @@ class _Run:
 
         r = self.recipe
         spec, rec = r.pruning, r.recovery
-        teacher = dense if rec.distillation.enabled else None
+        teacher = dense if rec.distillation.enabled or self.bundle.task == "embedding" else None  # embedding: no labels
 
         cut_accuracy: dict[str, float | None] = {}  # of the LAST cut, before and after recalibration
 
@@ -237,8 +251,13 @@ class _Run:
                                           weight_decay=rec.weight_decay, scheduler=rec.scheduler,
                                           momentum=rec.momentum, patience=rec.early_stopping_patience,
                                           temperature=rec.distillation.temperature, alpha=rec.distillation.alpha)
+            layers = None
+            if teacher is not None and rec.distillation.layerwise:
+                from prunekit.recipes.text_stage import layerwise_pairs
+
+                layers = layerwise_pairs(model) or None
             finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task,
-                     teacher=teacher, resume=self.resume)
+                     teacher=teacher, resume=self.resume, feature_layers=layers)
         after_ft = self.torch_metrics(model, self.bundle.test).get("accuracy")
         if outcome.masks is not None:
             from prunekit.pruning.masking import make_permanent
@@ -274,6 +293,8 @@ class _Run:
             (self.work / "compressed").mkdir(exist_ok=True)
             save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                       str(self.work / "compressed" / "model.safetensors"))
+        if self.text is not None:  # the tokenizer travels with the weights
+            self.tokenizer.save_pretrained(str(self.work / "compressed" / "tokenizer"))
 
     def deploy_and_measure(self, dense: nn.Module, compressed: nn.Module, masks) -> tuple:
         from prunekit.evaluation.complexity import count_macs, count_params
@@ -281,6 +302,10 @@ class _Run:
         from prunekit.export.onnx import export_onnx, onnx_size_bytes
 
         r = self.recipe
+        if self.text is not None:
+            from prunekit.recipes.text_stage import text_deploy
+
+            return text_deploy(self, dense, compressed)
         self.stage("exporting to ONNX")
         dense_onnx = export_onnx(dense.eval(), self.example, self.work / "dense.onnx", opset=r.export.opset)
         quant_info = None

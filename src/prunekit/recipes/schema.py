@@ -255,6 +255,7 @@ class DistillSpec(_Section):
     enabled: bool = True
     temperature: Positive = 4.0
     alpha: Probability = 0.7  # weight of the distillation term; 1 - alpha on the labels
+    layerwise: bool = False  # also match every transformer layer's output (MSE), for model.hf recipes
 
 
 class RecoverySpec(_Section):
@@ -363,6 +364,9 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
+        if self.model.hf is not None and self.quantization.enabled:
+            raise PydanticCustomError("prunekit_text", "quantization of model.hf recipes is not wired into the "
+                                      "runner yet; set quantization.enabled: false")
         if self.quantization.enabled and self.quantization.mode != "qat" and not self.export.onnx:
             raise PydanticCustomError(
                 "prunekit_cross",

@@ -71,6 +71,4 @@ def calibration_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.
         return lambda outputs, _targets: contrastive_to_reference(outputs, outputs.detach())
     if task == "causal_lm":
         return lm_loss
-    if task == "regression":
-        return lambda outputs, targets: F.mse_loss(outputs, targets.to(outputs.dtype).reshape(outputs.shape))
     return None

@@ -131,12 +131,18 @@ def load_hf(ref: str, task: str, *, num_labels: int | None = None, base: Path | 
         if task == "classification" and num_labels is not None:
             kwargs["num_labels"] = num_labels
         try:
-            model = auto.from_pretrained(str(folder), **kwargs)
+            model, info = auto.from_pretrained(str(folder), output_loading_info=True, **kwargs)
         except ValueError as exc:
             if "Unrecognized configuration class" in str(exc):
                 raise SourceError(f"model.hf '{ref}' is a {config.model_type} model, which has no {task} head in "
                                   f"transformers; use a task it supports (embedding works for every encoder)") from None
             raise SourceError(f"model.hf '{ref}' could not be loaded for {task}: {str(exc).splitlines()[0][:200]}") from None
+    missing = [k for k in info.get("missing_keys", ()) if task != "classification" or "classifier" not in k
+               and "score" not in k]
+    if missing:
+        shown = ", ".join(sorted(missing)[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
+        raise SourceError(f"model.hf '{ref}' has no trained weights for a {task} {config.model_type} model "
+                          f"(missing {shown}): the checkpoint was saved for another task; use a task it was trained for")
     if task == "embedding" and getattr(model, "pooler", None) is not None:
         model.pooler = None  # mean pooling never reads the [CLS] pooler: it would be pruned for nothing
     return TextModel(model.eval(), task), tokenizer

@@ -101,6 +101,10 @@ def text_deploy(run: Any, dense: nn.Module, compressed: nn.Module) -> tuple[list
                        "p50_ms": round(timings[name][shape_label((b, LATENCY_SEQUENCE))]["p50_ms"], 4),
                        "p95_ms": round(timings[name][shape_label((b, LATENCY_SEQUENCE))]["p95_ms"], 4)}
                       for name in paths for b in r.evaluation.batch_sizes]
+    if run.bundle.task == "embedding" and run.bundle.num_classes is not None:
+        run.notes.append("accuracy and macro F1 of an embedding model are those of a linear probe: logistic "
+                         "regression fitted on each model's own train-split embeddings, predicting the text labels "
+                         f"({run.bundle.num_classes} classes) of the test split")
     cosines = run.text.test_cosines
     if len(cosines) >= 2:
         run.notes.append(f"mean cosine to the dense embeddings on the test split: right after the cut "

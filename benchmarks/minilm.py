@@ -116,13 +116,22 @@ def main() -> None:
           f"{' + layer-wise hidden states' if args.layerwise else ''}", flush=True)
     dense_test = predict_all(torch_predictor(dense), bundle.test)[0]
     rows = {"dense": measure(dense, bundle, dense_test, probe_train, example)}
+    header = f"{'model':<22} {'cosine':>7} {'cos p5':>7} {'probe acc':>9} {'encoder':>10} {'total':>11} {'enc MACs':>9}"
+    base = rows["dense"]
+
+    def line(name: str) -> str:
+        row = rows[name]
+        return (f"{name:<22} {row['cosine']:>7.4f} {row['cos_p5']:>7.4f} {row['probe']:>9.4f} {row['encoder']:>10,} "
+                f"{row['total']:>11,} {row['macs'] / base['macs']:>8.1%}")
+
+    print(header + "\n" + line("dense"), flush=True)
     models = {"dense": dense}
     for name in args.variants.split(","):
         t = time.perf_counter()
         pruned = prune(dense, bundle.example_input, bundle.calib, units=VARIANTS[name], criterion=args.criterion,
                        batches=args.calib_batches)
         rows[f"{name}, cut"] = measure(pruned, bundle, dense_test, probe_train, example)
-        print(f"{name}, cut: cosine {rows[f'{name}, cut']['cosine']:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
+        print(line(f"{name}, cut") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
         student = copy.deepcopy(pruned).train()
         if args.epochs > 0:
             config = FinetuneConfig(epochs=args.epochs, lr=args.lr, optimizer="adamw", weight_decay=0.01,
@@ -131,24 +140,20 @@ def main() -> None:
                      feature_layers=layerwise_pairs(student) if args.layerwise else None)
             student.eval()
             rows[f"{name}, distilled"] = measure(student, bundle, dense_test, probe_train, example)
-            print(f"{name}, distilled: cosine {rows[f'{name}, distilled']['cosine']:.4f} "
-                  f"({time.perf_counter() - t:.0f}s)", flush=True)
+            print(line(f"{name}, distilled") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
         models[name] = student.eval()
     lat = latency_columns(models, args.latency_runs) if args.latency else {}
-    base = rows["dense"]
-    header = f"{'model':<22} {'cosine':>7} {'cos p5':>7} {'probe acc':>9} {'encoder':>10} {'total':>11} {'enc MACs':>9}"
     if lat:
         header += f" {'ms 1x32':>8} {'ms 32x32':>9} {'speed-up':>8} {'MiB':>6}"
-    print(header)
-    for name, row in rows.items():
-        line = (f"{name:<22} {row['cosine']:>7.4f} {row['cos_p5']:>7.4f} {row['probe']:>9.4f} {row['encoder']:>10,} "
-                f"{row['total']:>11,} {row['macs'] / base['macs']:>8.1%}")
+    print("\nsummary\n" + header)
+    for name in rows:
+        text = line(name)
         key = name.split(",")[0]
         if lat and key in lat and (name == "dense" or name.endswith("distilled") or args.epochs == 0):
             d, c = lat["dense"], lat[key]
-            line += (f" {c['p50_1x32']:>8.2f} {c['p50_32x32']:>9.2f} {d['p50_32x32'] / c['p50_32x32']:>7.2f}x "
+            text += (f" {c['p50_1x32']:>8.2f} {c['p50_32x32']:>9.2f} {d['p50_32x32'] / c['p50_32x32']:>7.2f}x "
                      f"{c['mib']:>6.1f}")
-        print(line)
+        print(text)
     print(f"embedding table: {base['embedding']:,} parameters in every model (heads and FFN pruning cannot touch it); "
           f"wall time {time.perf_counter() - began:.0f}s")
 

@@ -32,12 +32,17 @@ def sentences(n: int = 60, seed: int = 0) -> list[tuple[str, int]]:
 
 def tiny_checkpoint(folder: Path, *, seed: int = 0, kind: str = "bert", num_labels: int = 2) -> Path:
     """Save a random 2-layer model (hidden 32, 4 heads, FFN 64) and its tokenizer into ``folder``."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast, GPT2Config, GPT2LMHeadModel
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + list(WORDS)) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    vocab = {token: i for i, token in enumerate(SPECIAL + list(WORDS))}
+    core = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    core.normalizer = normalizers.BertNormalizer(lowercase=True)
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    core.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]",
+                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     torch.manual_seed(seed)
     if kind == "gpt2":
         config = GPT2Config(vocab_size=len(SPECIAL) + len(WORDS), n_positions=64, n_embd=32, n_layer=2, n_head=4,

@@ -170,8 +170,10 @@ def parameter_breakdown(model: nn.Module) -> dict[str, int]:
     """
     seen: set[int] = set()
     embedding = 0
+    from prunekit.models.vocab import PrunedVocabEmbedding
+
     for module in model.modules():
-        if isinstance(module, nn.Embedding) and id(module.weight) not in seen:
+        if isinstance(module, (nn.Embedding, PrunedVocabEmbedding)) and id(module.weight) not in seen:
             seen.add(id(module.weight))
             embedding += module.weight.numel()
     total = 0

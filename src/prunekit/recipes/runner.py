@@ -258,6 +258,10 @@ class _Run:
                 layers = layerwise_pairs(model) or None
             finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task,
                      teacher=teacher, resume=self.resume, feature_layers=layers)
+        if spec.vocabulary == "corpus" and self.text is not None:
+            from prunekit.recipes.text_stage import shrink_vocabulary
+
+            self.notes.append(shrink_vocabulary(model, self.bundle.train, self.tokenizer))
         after_ft = self.torch_metrics(model, self.bundle.test).get("accuracy")
         if outcome.masks is not None:
             from prunekit.pruning.masking import make_permanent
@@ -293,8 +297,12 @@ class _Run:
             (self.work / "compressed").mkdir(exist_ok=True)
             save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                       str(self.work / "compressed" / "model.safetensors"))
-        if self.text is not None:  # the tokenizer travels with the weights
+        if self.text is not None:  # the tokenizer (and a pruned vocabulary's kept ids) travel with the weights
             self.tokenizer.save_pretrained(str(self.work / "compressed" / "tokenizer"))
+            if self.recipe.pruning.enabled and self.recipe.pruning.vocabulary == "corpus":
+                from prunekit.models.vocab import save_vocabulary
+
+                save_vocabulary(model, self.work / "compressed")
 
     def deploy_and_measure(self, dense: nn.Module, compressed: nn.Module, masks) -> tuple:
         from prunekit.evaluation.complexity import count_macs, count_params

@@ -228,6 +228,7 @@ class PruningSpec(_Section):
     allocation: Literal["criterion", "sensitivity"] = "criterion"  # sensitivity: non-uniform ratios from scans
     sensitivity_ratios: list[Ratio] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], min_length=1)
     depth_blocks: Count = 0  # remove this many whole bypassable blocks (least output change) before the cut
+    vocabulary: Literal["keep", "corpus"] = "keep"  # model.hf encoders: keep only the token rows the train text uses
     sparsity_training: SparsityTrainingSpec = Field(default_factory=SparsityTrainingSpec)
 
     @model_validator(mode="after")

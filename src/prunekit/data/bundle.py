@@ -24,8 +24,8 @@ class DataBundle:
     test: DataLoader
     calib: DataLoader
     num_classes: int | None
-    task: Literal["classification", "regression"]
-    example_input: torch.Tensor  # one sample with batch dimension 1
+    task: Literal["classification", "regression", "embedding", "causal_lm"]  # the last two: text (data/text.py)
+    example_input: torch.Tensor  # one sample with batch dimension 1 (a dict of tensors for text)
     name: str = "data"
     val_source: str = ""  # where validation came from, for the report (e.g. "x_val/y_val in the .npz")
 

@@ -81,7 +81,7 @@ def torch_predictor(model: nn.Module) -> Predictor:
         model.eval()
         try:
             with torch.no_grad():
-                return model(inputs)
+                return model(**inputs) if isinstance(inputs, dict) else model(inputs)
         finally:
             model.train(was_training)
 
@@ -106,8 +106,12 @@ def onnx_predictor(path: str | Path, *, threads: int | None = None) -> Predictor
     input_name = session.get_inputs()[0].name
 
     def predict(inputs: torch.Tensor) -> torch.Tensor:
-        array = inputs.detach().cpu().numpy()
-        (out, *_) = session.run(None, {input_name: array})
+        if isinstance(inputs, dict):  # keyword inputs (token ids and mask): fed by name
+            names = {i.name for i in session.get_inputs()}
+            feed = {k: v.detach().cpu().numpy() for k, v in inputs.items() if k in names}
+        else:
+            feed = {input_name: inputs.detach().cpu().numpy()}
+        (out, *_) = session.run(None, feed)
         return torch.from_numpy(np.asarray(out))
 
     return predict

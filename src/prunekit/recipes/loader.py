@@ -81,6 +81,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         block = data.get(section)
         if isinstance(block, dict) and isinstance(block.get(key), str) and not Path(block[key]).is_absolute():
             block[key] = str((path.parent / block[key]).resolve())
+    _resolve_text_paths(data, path.parent)
     recipe = recipe_from_dict(data, source=source)
     if recipe.model.factory or recipe.data.factory:
         add_import_folder(path.parent)
@@ -97,6 +98,17 @@ def add_import_folder(folder: str | os.PathLike[str]) -> None:
     resolved = str(Path(folder).resolve())
     if resolved not in sys.path:
         sys.path.append(resolved)
+
+
+def _resolve_text_paths(data: dict[str, Any], folder: Path) -> None:
+    """``data.text.files`` against the recipe's folder; ``model.hf`` too when that folder holds it
+    (otherwise it may name an installed package)."""
+    text = data.get("data", {}).get("text") if isinstance(data.get("data"), dict) else None
+    if isinstance(text, dict) and isinstance(text.get("files"), str) and not Path(text["files"]).is_absolute():
+        text["files"] = str((folder / text["files"]).resolve())
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("hf"), str) and (folder / model["hf"]).is_dir():
+        model["hf"] = str((folder / model["hf"]).resolve())
 
 
 def recipe_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Recipe:

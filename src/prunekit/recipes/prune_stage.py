@@ -21,6 +21,7 @@ from prunekit.evaluation.complexity import count_macs, count_params
 from prunekit.pruning.surgery import SurgeryRecord
 from prunekit.recipes.schema import PruningSpec
 from prunekit.training.distributed import broadcast_object, rank, world_size
+from prunekit.training.objectives import calibration_loss
 
 
 @dataclass
@@ -76,6 +77,7 @@ def _structured_step(model: nn.Module, spec: PruningSpec, example: Any, bundle: 
         cost=(lambda m: measured_latency_ms(m, example)) if latency else None,
         round_to=spec.round_to if spec.round_to > 1 else None, min_keep=spec.min_keep,
         ignore=tuple(spec.ignore), per_module=dict(spec.per_layer) or None, seed=seed,
+        loss_fn=calibration_loss(bundle.task),
     )
     pruner.fit(model, example, bundle.calib)
     if world_size() > 1:  # decided once on rank 0, applied identically on every rank
@@ -204,14 +206,16 @@ def run_sensitivity_allocation(model: nn.Module, spec: PruningSpec, example: Any
     from prunekit.importance import collect, make_criterion, score_groups
     from prunekit.pruning.sensitivity import allocate_from_sensitivity, group_savings, sensitivity_scan
     from prunekit.pruning.surgery import apply_plan
+    from prunekit.recipes.text_stage import scan_evaluator
 
     graph = build_graph(model, example)
     round_to = spec.round_to if spec.round_to > 1 else None
+    loss_fn = calibration_loss(bundle.task)
     curves = sensitivity_scan(model, example, bundle.val, ratios=tuple(spec.sensitivity_ratios),
                               criterion=spec.criterion, graph=graph, min_keep=spec.min_keep, round_to=round_to,
-                              on_group=on_group)
+                              on_group=on_group, loss_fn=loss_fn, evaluate=scan_evaluator(model, bundle))
     criterion = make_criterion(spec.criterion, owner="recipe pruning.criterion")
-    ctx = collect(model, bundle.calib, needs=criterion.requires, seed=seed)
+    ctx = collect(model, bundle.calib, needs=criterion.requires, seed=seed, loss_fn=loss_fn)
     scores, _ = score_groups([graph.group(g) for g in curves], ctx, criterion)
     curves = {g: c for g, c in curves.items() if g in scores}
     metric = spec.target.metric

@@ -94,6 +94,7 @@ class _Run:
         self.deployment: list[dict[str, Any]] = []
         self.train_energy: list[dict[str, Any]] = []  # metered around training the run does anyway
         self.energy_estimated = False
+        self.text = None  # a TextMeasure when the model is a Hugging Face text model
 
     # ------------------------------------------------------------------ helpers
     def stage(self, text: str) -> None:
@@ -142,11 +143,15 @@ class _Run:
     def torch_metrics(self, model: nn.Module, loader) -> dict:
         from prunekit.evaluation.metrics import evaluate, torch_predictor
 
+        if self.text is not None:
+            return self.text.metrics(torch_predictor(model), loader, log_test=True)
         return evaluate(torch_predictor(model), loader, task=self.bundle.task, num_classes=self.bundle.num_classes)
 
     def onnx_metrics(self, path: Path, loader) -> dict:
         from prunekit.evaluation.metrics import evaluate, onnx_predictor
 
+        if self.text is not None:
+            return self.text.metrics(onnx_predictor(path), loader)
         return evaluate(onnx_predictor(path), loader, task=self.bundle.task, num_classes=self.bundle.num_classes)
 
     # ------------------------------------------------------------------ stages
@@ -163,8 +168,13 @@ class _Run:
             make_criterion(r.pruning.criterion, owner="recipe pruning.criterion")  # fail before any training
         _seed_everything(r.seed)
         self.stage(f"loading data and model for [bold]{r.name}[/bold]")
-        self.bundle: DataBundle = load_data(r.data, seed=r.seed, pretrained=r.model.weights is not None)
-        dense = load_model(r.model)
+        if r.model.hf is not None:
+            from prunekit.recipes.text_sources import load_text_run
+
+            dense, self.tokenizer, self.bundle = load_text_run(r.model, r.data, seed=r.seed)
+        else:
+            self.bundle: DataBundle = load_data(r.data, seed=r.seed, pretrained=r.model.weights is not None)
+            dense = load_model(r.model)
         dense, split = split_attention(dense)
         self.base_record = SurgeryRecord(split_attention=split)
         if split:
@@ -177,6 +187,10 @@ class _Run:
             self.train_baseline(dense)
         dense.eval()
         self.dense = dense
+        if r.model.hf is not None:
+            from prunekit.recipes.text_stage import TextMeasure
+
+            self.text = TextMeasure(self.bundle, dense)
         dense_params, dense_macs = count_params(dense), count_macs(dense, self.example).total
         self.stage(f"dense model: {dense_params:,} parameters, {dense_macs:,} MACs")
 
@@ -250,7 +264,7 @@ class _Run:
 
         r = self.recipe
         spec, rec = r.pruning, r.recovery
-        teacher = dense if rec.distillation.enabled else None
+        teacher = dense if rec.distillation.enabled or self.bundle.task == "embedding" else None  # embedding: no labels
 
         cut_accuracy: dict[str, float | None] = {}  # of the LAST cut, before and after recalibration
 
@@ -313,17 +327,30 @@ class _Run:
             calibrate_qat(model, self.bundle.calib)
             self.qat_model = model
         if rec.epochs > 0:
-            self.stage(f"recovering: fine-tuning {rec.epochs} epochs"
-                       + (f" with distillation (T={rec.distillation.temperature}, alpha={rec.distillation.alpha})"
-                          if teacher is not None else ""))
+            how = (f" with distillation (T={rec.distillation.temperature}, alpha={rec.distillation.alpha})"
+                   if teacher is not None else "")
+            if teacher is not None and self.bundle.task == "embedding":
+                how = " distilling the dense model's embeddings (cosine)"
+            if teacher is not None and rec.distillation.layerwise:
+                how += " and every layer's hidden states (MSE)"
+            self.stage(f"recovering: fine-tuning {rec.epochs} epochs{how}")
             config = self.finetune_config(epochs=rec.epochs, lr=rec.lr, optimizer=rec.optimizer, name="recovery",
                                           weight_decay=rec.weight_decay, scheduler=rec.scheduler,
                                           momentum=rec.momentum, patience=rec.early_stopping_patience,
                                           temperature=rec.distillation.temperature, alpha=rec.distillation.alpha)
+            layers = None
+            if teacher is not None and rec.distillation.layerwise:
+                from prunekit.recipes.text_stage import layerwise_pairs
+
+                layers = layerwise_pairs(model) or None
             self.metered("recovery fine-tune" + (" (with teacher forward passes)" if teacher is not None else ""),
                          "compressed", rec.epochs, lambda: finetune(
                              model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task,
-                             teacher=teacher, resume=self.resume))
+                             teacher=teacher, resume=self.resume, feature_layers=layers))
+        if spec.vocabulary == "corpus" and self.text is not None:
+            from prunekit.recipes.text_stage import shrink_vocabulary
+
+            self.notes.append(shrink_vocabulary(model, self.bundle.train, self.tokenizer))
         after_ft = self.torch_metrics(model, self.bundle.test).get("accuracy")
         if outcome.masks is not None:
             from prunekit.pruning.masking import make_permanent
@@ -372,6 +399,12 @@ class _Run:
             (self.work / "compressed").mkdir(exist_ok=True)
             save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                       str(self.work / "compressed" / "model.safetensors"))
+        if self.text is not None:  # the tokenizer (and a pruned vocabulary's kept ids) travel with the weights
+            self.tokenizer.save_pretrained(str(self.work / "compressed" / "tokenizer"))
+            if self.recipe.pruning.enabled and self.recipe.pruning.vocabulary == "corpus":
+                from prunekit.models.vocab import save_vocabulary
+
+                save_vocabulary(model, self.work / "compressed")
 
     def deploy_and_measure(self, dense: nn.Module, compressed: nn.Module, masks) -> tuple:
         from prunekit.evaluation.complexity import count_macs, count_params
@@ -379,6 +412,10 @@ class _Run:
         from prunekit.export.onnx import export_onnx, onnx_size_bytes
 
         r = self.recipe
+        if self.text is not None:
+            from prunekit.recipes.text_stage import text_deploy
+
+            return text_deploy(self, dense, compressed)
         self.stage("exporting to ONNX")
         dense_onnx = export_onnx(dense.eval(), self.example, self.work / "dense.onnx", opset=r.export.opset)
         quant_info = None

@@ -98,6 +98,7 @@ class ModelSpec(_Section):
 
     builtin: str | None = None
     factory: ImportRef = None
+    hf: str | None = None  # a Hugging Face checkpoint folder or installed package (offline); task from data.task
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = None  # .safetensors, or a .pt/.pth/.bin state dict (weights_only=True)
     example_input_shape: list[PositiveInt] | None = None  # e.g. [1, 1, 8, 8]; else one data batch
@@ -112,7 +113,26 @@ class ModelSpec(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        _exactly_one("model", {"builtin": self.builtin, "factory": self.factory})
+        _exactly_one("model", {"builtin": self.builtin, "factory": self.factory, "hf": self.hf})
+        return self
+
+
+class TextSpec(_Section):
+    """Text for a Hugging Face model: a file/folder, a factory yielding strings (or (text, label)), or Brown.
+
+    Tokenized with the model's own tokenizer to at most ``max_length`` tokens; batches are
+    bucketed by length so each is padded only to its longest text.
+    """
+
+    files: str | None = None  # one text per line; a folder of *.txt (class sub-folders give labels)
+    factory: ImportRef = None  # returns an iterable of strings or (string, int label) pairs
+    builtin: Literal["brown"] | None = None  # the Brown corpus, labelled by genre (15 classes)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    max_length: PositiveInt = 128
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TextSpec:
+        _exactly_one("text", {"files": self.files, "factory": self.factory, "builtin": self.builtin})
         return self
 
 
@@ -122,10 +142,11 @@ class DataSpec(_Section):
     builtin: str | None = None
     npz: str | None = None
     factory: ImportRef = None
+    text: TextSpec | None = None  # text for a model.hf checkpoint
     kwargs: dict[str, Any] = Field(default_factory=dict)
     batch_size: PositiveInt = 64
     calib_samples: PositiveInt = 256
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression", "embedding", "causal_lm"] = "classification"
     val_fraction: LayerRatio = 0.15  # carved from x when the npz has no x_val/y_val; 0 needs x_val/y_val
     test_fraction: Ratio = 0.2  # ignored when the npz holds x_test/y_test
 
@@ -138,7 +159,7 @@ class DataSpec(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
-        _exactly_one("data", {"builtin": self.builtin, "npz": self.npz, "factory": self.factory})
+        _exactly_one("data", {"builtin": self.builtin, "npz": self.npz, "factory": self.factory, "text": self.text})
         if self.val_fraction + self.test_fraction >= 1:
             raise PydanticCustomError(
                 "prunekit_split",
@@ -221,6 +242,7 @@ class PruningSpec(_Section):
     allocation: Literal["criterion", "sensitivity"] = "criterion"  # sensitivity: non-uniform ratios from scans
     sensitivity_ratios: list[Ratio] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], min_length=1)
     depth_blocks: Count = 0  # remove this many whole bypassable blocks (least output change) before the cut
+    vocabulary: Literal["keep", "corpus"] = "keep"  # model.hf encoders: keep only the token rows the train text uses
     sparsity_training: SparsityTrainingSpec = Field(default_factory=SparsityTrainingSpec)
     allow_no_op: bool = False  # true: a cut that removes nothing is a warning, not an error
 
@@ -249,6 +271,7 @@ class DistillSpec(_Section):
     enabled: bool = True
     temperature: Positive = defaults.DISTILL_TEMPERATURE
     alpha: Probability = defaults.DISTILL_ALPHA  # weight of the distillation term; 1 - alpha on the labels
+    layerwise: bool = False  # also match every transformer layer's output (MSE), for model.hf recipes
 
 
 class RecoverySpec(_Section):
@@ -351,4 +374,20 @@ class Recipe(_Section):
     def _default_output_dir(self) -> Recipe:
         if self.output_dir is None:
             object.__setattr__(self, "output_dir", f"runs/{self.name}")
+        return self
+
+    @model_validator(mode="after")
+    def _text_pairs_hf(self) -> Recipe:
+        text_task = self.data.task in ("embedding", "causal_lm")
+        if (self.model.hf is not None) != (self.data.text is not None):
+            raise PydanticCustomError("prunekit_text", "model.hf and data.text go together: a Hugging Face "
+                                      "model reads text tokenized by its own tokenizer")
+        if text_task and self.model.hf is None:
+            raise PydanticCustomError("prunekit_text", f"data.task: {self.data.task} needs model.hf and data.text")
+        if self.model.hf is not None and self.data.task == "regression":
+            raise PydanticCustomError("prunekit_text", "a model.hf recipe has task classification, embedding or "
+                                      "causal_lm, got regression")
+        if self.model.hf is not None and self.quantization.enabled:
+            raise PydanticCustomError("prunekit_text", "quantization of model.hf recipes is not wired into the "
+                                      "runner yet; set quantization.enabled: false")
         return self

@@ -14,12 +14,12 @@ from torch import nn
 
 from prunekit.errors import InvalidParameterError
 
-Task = Literal["classification", "regression"]
-TASKS = ("classification", "regression")
+Task = Literal["classification", "regression", "embedding", "causal_lm"]
+TASKS = ("classification", "regression", "embedding", "causal_lm")
 
 
 def check_task(task: str, owner: str) -> str:
-    """Validate the task name against the two losses prunekit knows."""
+    """Validate the task name against the losses prunekit knows."""
     if task not in TASKS:
         raise InvalidParameterError(
             f"The 'task' parameter of {owner} must be one of {TASKS}. Got {task!r} instead."
@@ -75,9 +75,16 @@ def batch_size(inputs: Any) -> int:
 
 
 def task_loss(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
-    """Mean cross-entropy (classification) or mean squared error (regression) over the batch."""
+    """Mean cross-entropy (classification), next-token loss (causal_lm) or squared error (regression)."""
     if task == "classification":
         return F.cross_entropy(outputs, targets)  # outputs (B, C), targets (B,)
+    if task == "causal_lm":
+        from prunekit.training.objectives import lm_loss
+
+        return lm_loss(outputs, targets)  # outputs (B, T, V), targets (B, T) with -100 on padding
+    if task == "embedding":
+        raise InvalidParameterError("task 'embedding' has no labels to train on: give a teacher (the dense model) "
+                                    "to distil from, e.g. recovery.distillation.enabled: true")
     return F.mse_loss(outputs, match_targets(outputs, targets))
 
 

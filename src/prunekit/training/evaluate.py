@@ -12,15 +12,19 @@ from torch.utils.data import DataLoader
 from prunekit.training._batch import (
     call_model, check_task, match_targets, model_device, split_batch, to_device,
 )
+from prunekit.errors import InvalidParameterError
+from prunekit.training.objectives import lm_token_sums
 from prunekit.training.distributed import ShardedBatchSampler, all_reduce_metrics, shard_loader, world_size
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, *, task: str = "classification") -> dict[str, float | None]:
+def evaluate(model: nn.Module, loader: Iterable, *, task: str = "classification",
+             teacher: nn.Module | None = None) -> dict[str, float | None]:
     """Mean task loss and, for classification, accuracy of ``model`` on ``loader``.
 
     The loss is cross-entropy (classification) or mean squared error over all output elements
-    (regression), computed from sums so uneven final batches and uneven rank shards weigh each
+    (regression), mean cosine distance to ``teacher``'s outputs (embedding, which has no labels),
+    or the per-token next-token loss (causal_lm), computed from sums so uneven final batches and uneven rank shards weigh each
     sample once. Under torchrun (process group up) every rank scores its shard and the sums
     are all-reduced, so every rank returns the global numbers. The model's mode is restored.
 
@@ -43,7 +47,18 @@ def evaluate(model: nn.Module, loader: Iterable, *, task: str = "classification"
             targets = to_device(targets, device)
             if outputs.shape[0] == 0:
                 continue
-            if task == "classification":
+            if task == "embedding":
+                if teacher is None:
+                    raise InvalidParameterError("evaluate: task 'embedding' is scored against a teacher's "
+                                                "embeddings; pass teacher=")
+                reference = call_model(teacher, to_device(inputs, device))
+                sums["loss"] += float((1 - F.cosine_similarity(outputs.float(), reference.float(), dim=-1)).sum())
+                sums["elements"] += outputs.shape[0]
+            elif task == "causal_lm":
+                total, tokens = lm_token_sums(outputs, targets)
+                sums["loss"] += total
+                sums["elements"] += tokens
+            elif task == "classification":
                 sums["loss"] += float(F.cross_entropy(outputs.float(), targets, reduction="sum"))
                 sums["elements"] += outputs.shape[0]
                 sums["correct"] += float((outputs.argmax(dim=-1) == targets).sum())

@@ -30,6 +30,7 @@ from prunekit.training.distributed import (
     DistributedContext, ShardedBatchSampler, all_reduce_metrics, barrier, distributed_context, shard_loader, wrap_ddp,
 )
 from prunekit.training.evaluate import evaluate
+from prunekit.training.objectives import cosine_distance, lm_distillation_loss
 from prunekit.training.regularize import bn_scale_penalty, group_lasso_penalty, l1_penalty, l2_penalty
 
 
@@ -163,8 +164,9 @@ def finetune(
     train_loader, val_loader : DataLoader of (inputs, targets)
         ``val_loader`` may be None (then no early stopping). Under torchrun both are sharded.
     config : FinetuneConfig
-    task : "classification" | "regression"
-        Cross-entropy or mean squared error.
+    task : "classification" | "regression" | "embedding" | "causal_lm"
+        Cross-entropy, mean squared error, cosine distance to the teacher's embeddings (needs a
+        teacher), or the next-token loss (KL to the teacher's token distribution with a teacher).
     teacher : nn.Module, optional
         Distil from it (``distillation_loss`` with ``config.temperature``/``alpha``; for
         regression ``alpha * MSE(s, t) + (1 - alpha) * MSE(s, y)``). Kept in eval mode.
@@ -193,6 +195,9 @@ def finetune(
         raise InvalidParameterError("finetune: feature_layers needs a teacher to match features against")
     if len(train_loader) == 0:
         raise InvalidParameterError("finetune: train_loader yields no batches; give it at least one")
+    if task == "embedding" and teacher is None:
+        raise InvalidParameterError("finetune: task 'embedding' has no labels to train on; pass teacher= (the dense "
+                                    "model) to distil its embeddings")
     with distributed_context() as ctx:
         return _Run(model, train_loader, val_loader, config, task, teacher, groups, masks, feature_layers,
                     on_epoch_end, ctx).run(resume)
@@ -292,7 +297,7 @@ class _Run:
         train_loss = totals["loss"] / max(totals["n"], 1.0)
         val_loss = val_acc = None
         if val is not None:
-            scores = evaluate(self.model, val, task=self.task)
+            scores = evaluate(self.model, val, task=self.task, teacher=self.teacher)
             val_loss, val_acc = scores["loss"], scores["accuracy"]
             self._track_best(epoch, val_loss)
         stats = EpochStats(epoch, train_loss, val_loss, val_acc, lr, time.perf_counter() - began)
@@ -359,6 +364,10 @@ class _Run:
             return task_loss(outputs, targets, self.task)
         if self.task == "classification":
             return distillation_loss(outputs, teacher_out, targets, temperature=cfg.temperature, alpha=cfg.alpha)
+        if self.task == "embedding":  # no labels: the dense model's embeddings are the target
+            return cosine_distance(outputs, teacher_out)
+        if self.task == "causal_lm":
+            return lm_distillation_loss(outputs, teacher_out, targets, temperature=cfg.temperature, alpha=cfg.alpha)
         return regression_distillation_loss(outputs, teacher_out, targets, alpha=cfg.alpha)
 
     def _penalties(self) -> torch.Tensor | float:

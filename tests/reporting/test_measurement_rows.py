@@ -28,7 +28,7 @@ def test_rows_show_spread_threads_estimates_and_target(make_report):
     assert rows["latency p50 [p25–p75], batch 1 (ms, 2 threads)"] == ("0.8 [0.75–0.9]", "0.32 [0.3–0.35]", "2.50×")
     assert rows["energy per sample, batch 32 (mJ) (estimate)"] == ("0.1", "0.04", "2.50×")
     assert rows["energy per sample, batch 1 (mJ) (estimate)"][2] == "2.00×"
-    assert rows["macs removed: asked / reached"] == ("50.00%", "53.59%", "+3.59 pts")
+    assert rows["MACs removed: asked / reached"] == ("50.00%", "53.59%", "+3.59 pts")
 
 
 def test_cli_table_and_html_carry_the_same_rows(make_report):

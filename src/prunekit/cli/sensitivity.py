@@ -37,7 +37,7 @@ def sensitivity(
     check_writable(outdir)  # before minutes of scanning, not after
     console = Console()
     torch.manual_seed(loaded.seed)
-    data = load_data(loaded.data, seed=loaded.seed)
+    data = load_data(loaded.data, seed=loaded.seed, pretrained=loaded.model.weights is not None)
     model = load_model(loaded.model)
     _train_baseline_if_asked(model, loaded, data, console)
     shape = loaded.model.example_input_shape

@@ -196,6 +196,11 @@ def run_masked(model: nn.Module, spec: PruningSpec, example: Any) -> PruneOutcom
     return PruneOutcome(pruned, None, masks, trajectory, [], "oneshot")
 
 
+def nearest(trials: list[tuple], target: float) -> tuple:
+    """The trial ``(achieved, ...)`` nearest ``target`` on either side; a tie goes to the one meeting it."""
+    return min(trials, key=lambda t: (abs(t[0] - target), t[0] < target))
+
+
 def run_sensitivity_allocation(model: nn.Module, spec: PruningSpec, example: Any, bundle: DataBundle, *,
                                seed: int, on_group: Any = None) -> tuple[PruneOutcome, dict[str, list[tuple[float, float]]]]:
     """Scan each group alone, then spend the global target where accuracy suffers least.
@@ -236,19 +241,20 @@ def run_sensitivity_allocation(model: nn.Module, spec: PruningSpec, example: Any
         return 1 - cost(pruned) / total, plan, pruned, record
 
     target = spec.target.ratio
-    lo, hi = target, 0.99
-    best = attempt(target)
-    if best[0] < target:
-        top = attempt(hi)
-        best = top
-        for _ in range(8):
-            mid = (lo + hi) / 2
-            trial = attempt(mid)
-            if trial[0] >= target:
-                hi, best = mid, trial
-            else:
-                lo = mid
-    _, plan, pruned, record = best
+    trials = [attempt(target)]
+    if trials[0][0] < target:  # aim higher until the measured saving crosses the target
+        lo, hi = target, 0.99
+        trials.append(attempt(hi))
+    else:  # aim lower: the plan just short of the target may be nearer than this one
+        lo, hi = 0.0, target
+    for _ in range(8):
+        mid = (lo + hi) / 2
+        trials.append(attempt(mid))
+        if trials[-1][0] >= target:
+            hi = mid
+        else:
+            lo = mid
+    _, plan, pruned, record = nearest(trials, target)
     rows = []
     for g in graph.groups:
         removed = len(plan.removed.get(g.id, ()))

@@ -89,7 +89,8 @@ def summary_rows(report: Report) -> list[tuple[str, str, str, str]]:
                      fmt_ratio(r["energy"])))
     t = report.target
     if t.get("asked") is not None:
-        rows.append((f"{t.get('metric', 'target')} removed: asked / reached", fmt_pct(t["asked"]),
+        name = {"macs": "MACs", "params": "parameters"}.get(t.get("metric"), t.get("metric", "target"))
+        rows.append((f"{name} removed: asked / reached", fmt_pct(t["asked"]),
                      fmt_pct(t.get("reached")), fmt_delta_pts(None if t.get("reached") is None
                                                              else t["reached"] - t["asked"])))
     return rows

@@ -39,8 +39,10 @@ class FinetuneConfig:
     """Everything that decides a fine-tune's numbers (validated on construction)."""
 
     epochs: int = 5
-    lr: float = defaults.LR  # optimizer, lr, momentum, weight decay, scheduler, distillation: prunekit.defaults,
-    optimizer: Literal["sgd", "adam", "adamw"] = defaults.OPTIMIZER  # the same as a recipe's recovery section
+    # optimizer, lr, momentum, weight decay, scheduler and distillation default to prunekit.defaults,
+    # the values a recipe's recovery section gets
+    lr: float = defaults.LR
+    optimizer: Literal["sgd", "adam", "adamw"] = defaults.OPTIMIZER
     momentum: float = defaults.MOMENTUM  # SGD only
     weight_decay: float = defaults.WEIGHT_DECAY
     scheduler: Literal["cosine", "step", "onecycle", "constant"] = defaults.SCHEDULER  # stepped every batch

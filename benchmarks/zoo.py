@@ -41,7 +41,7 @@ from models import HF_SPECS, build_hf, check_prune, order_one, output_scale, rat
 from prunekit.dependency import build_graph  # noqa: E402
 from prunekit.models.attention import split_attention  # noqa: E402
 from prunekit.pruning.surgery import PruningVerificationError, apply_plan, drop_unverifiable  # noqa: E402
-from prunekit.tracing import call_model, iter_tensors  # noqa: E402
+from prunekit.tracing import call_model, iter_tensors, training_mode  # noqa: E402
 
 
 @dataclass
@@ -136,7 +136,12 @@ def _onnx_check(model: nn.Module, inputs: Any) -> float:
 # ---------------------------------------------------------------------------------------- sources
 def hf_models(names: list[str] | None) -> Iterator[tuple[str, Callable]]:
     for name in names or list(HF_SPECS):
-        yield name, (lambda n=name: build_hf(n))
+        yield name, (lambda n=name: _build_hf(n))
+
+
+def _build_hf(name: str) -> tuple[nn.Module, Any]:
+    model, inputs = build_hf(name)
+    return order_one(model, inputs), inputs
 
 
 def torchvision_models(names: list[str] | None, *, size: int, max_params: int) -> Iterator[tuple[str, Callable]]:
@@ -158,15 +163,17 @@ def _build_tv(name: str, size: int, max_params: int) -> tuple[nn.Module, torch.T
     n = sum(p.numel() for p in model.parameters())
     if n > max_params:
         raise _Skip(f"{n / 1e6:.0f}M parameters > --max-params {max_params / 1e6:.0f}M")
-    for side in (size, 96, 224):  # smallest input the model accepts
+    for side in (size, 96, 224, 299):  # smallest input the model accepts, in eval and in train mode
         x = torch.randn(2, 3, side, side)  # two: BatchNorm calibration and train mode need a batch
         try:
             with torch.no_grad():
                 call_model(model, x)
+                with training_mode(model):  # Inception's auxiliary head needs 299 pixels
+                    call_model(model, x)
             return order_one(model, x), x
         except Exception:  # noqa: BLE001 - too small for this architecture: try a larger side
             continue
-    raise RuntimeError("model does not run on 3x224x224")
+    raise RuntimeError("model does not run on 3x299x299 in both modes")
 
 
 class _Skip(Exception):

@@ -70,7 +70,7 @@ FAMILIES: dict[str, tuple[int, object]] = {
     "shufflenet_v2_x0_5": (32, _get("shufflenet_v2_x0_5")),
     "squeezenet1_1": (32, _get("squeezenet1_1")),
     "mnasnet0_5": (32, _get("mnasnet0_5")),
-    "googlenet": (32, _get("googlenet")),
+    "googlenet": (32, _get("googlenet", init_weights=True)),
     "inception_v3 (no aux)": (80, _get("inception_v3", aux_logits=False, init_weights=True)),
     "convnext_tiny": (32, _get("convnext_tiny")),
     "vit (2 layers)": (32, _vit),

@@ -1,11 +1,16 @@
 """Prune every model family we can build offline by 30% and record what happened, per model.
 
-For each model: build with random weights, trace, prune 30% of every prunable group, check the
-forward runs with unchanged output shapes, check exact groups alone give zeroed == pruned
-(max abs diff), export the pruned model to ONNX (opset 17) and compare ONNX Runtime with PyTorch.
+For each model: build with random weights made to give outputs of order one (``order_one``:
+BatchNorm statistics from random inputs, zero-initialised heads re-drawn), trace in eval and
+train mode, prune 30% of every prunable group, check the pruned model runs with unchanged output
+shapes in eval mode and runs a forward and a backward in train mode (auxiliary heads included),
+check exact groups alone give zeroed == pruned (max abs diff divided by the output's own scale),
+export the pruned model to ONNX (opset 17) and compare ONNX Runtime with PyTorch (same measure).
 
     .venv/bin/python benchmarks/zoo.py --source hf --markdown docs/zoo.md
-    /work/tvenv/bin/python benchmarks/zoo.py --source torchvision --markdown docs/zoo.md
+    .venv-tv/bin/python benchmarks/zoo.py --source torchvision --markdown docs/zoo.md
+
+(.venv-tv: ``bash scripts/setup_torchvision.sh``.)
 
 The markdown file keeps one section per source between ``<!-- zoo:SOURCE -->`` markers, so the
 two runs (two virtualenvs: torchvision needs another torch) fill one table each.
@@ -31,12 +36,12 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from models import HF_SPECS, build_hf, check_prune, ratio_plan  # noqa: E402
+from models import HF_SPECS, build_hf, check_prune, order_one, output_scale, ratio_plan  # noqa: E402
 
 from prunekit.dependency import build_graph  # noqa: E402
 from prunekit.models.attention import split_attention  # noqa: E402
 from prunekit.pruning.surgery import PruningVerificationError, apply_plan, drop_unverifiable  # noqa: E402
-from prunekit.tracing import call_model, iter_tensors  # noqa: E402
+from prunekit.tracing import call_model, iter_tensors, training_mode  # noqa: E402
 
 
 @dataclass
@@ -48,8 +53,10 @@ class Row:
     params_after: int = 0
     prunable: int = 0
     groups: int = 0
-    exact_diff: float = math.nan
-    onnx_diff: float = math.nan
+    exact_diff: float = math.nan  # max |zeroed - pruned| / max |output|
+    onnx_diff: float = math.nan  # max |onnx - torch| / max |output|
+    scale: float = math.nan  # max |output| of the dense model
+    train: str = ""  # "fwd+bwd", "fwd" or "no": what verification ran in train mode
     seconds: float = 0.0
 
 
@@ -71,7 +78,9 @@ def run_one(name: str, build: Callable[[], tuple[nn.Module, Any]], *, ratio: flo
         model, inputs = build()
         model, _ = split_attention(model)  # nn.MultiheadAttention -> separate projections (same function)
         row.params_before = sum(p.numel() for p in model.parameters())
+        row.scale = output_scale(model, inputs)
         graph = build_graph(model, inputs)
+        row.train = "no" if graph.train_output_shapes is None else "fwd+bwd" if graph.train_backward else "fwd"
         row.groups, row.prunable = len(graph.groups), len(graph.prunable_groups())
         plan = ratio_plan(graph, ratio)
         try:
@@ -82,13 +91,17 @@ def run_one(name: str, build: Callable[[], tuple[nn.Module, Any]], *, ratio: flo
             row.prunable -= len(dropped)
             row.reason = f"{len(dropped)} group(s) left whole, their cut breaks the model: {next(iter(dropped.values()))[:90]}"
         exact = [gid for gid in plan.removed if graph.group(gid).exact]
-        if exact:  # relative to the output scale: random-weight deep nets reach outputs of 1e2 and more
+        if exact:  # relative to the output's own scale (no floor at 1: tiny outputs would make it vacuous)
             row.exact_diff = check_prune(model, inputs, ratio, exact_only=True, graph=graph,
                                          only=set(exact)).relative_diff
         row.params_after = sum(p.numel() for p in pruned.parameters())
         if onnx:
             row.onnx_diff = _onnx_check(pruned, inputs)
         problems = []
+        if not 1e-2 < row.scale < 1e4:
+            problems.append(f"output scale {row.scale:.1e}: the relative checks would be vacuous or meaningless")
+        if row.train != "fwd+bwd":
+            problems.append(f"train mode not fully verified ({graph.train_note[:80]})")
         if row.exact_diff > 1e-4:
             problems.append(f"zeroed vs pruned differ by {row.exact_diff:.2e} of the output scale")
         if row.params_after >= row.params_before:
@@ -113,17 +126,22 @@ def _onnx_check(model: nn.Module, inputs: Any) -> float:
 
     wrapped = FirstOutput(model).eval() if isinstance(inputs, dict) else model.eval()
     with torch.no_grad():
-        scale = max(1.0, max(float(t.abs().max()) for t in iter_tensors(call_model(wrapped, inputs))))
+        scale = max(float(t.abs().max()) for t in iter_tensors(call_model(wrapped, inputs)))
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(wrapped, inputs, Path(tmp) / "m.onnx", dynamic_batch=False)
-        # relative to the output scale (random-init Inception reaches 1e9): float32 rounding, not pruning
+        # relative to the output's own scale: float32 rounding, not pruning
         return verify_onnx(wrapped, path, inputs, atol=1e-3 * scale) / scale
 
 
 # ---------------------------------------------------------------------------------------- sources
 def hf_models(names: list[str] | None) -> Iterator[tuple[str, Callable]]:
     for name in names or list(HF_SPECS):
-        yield name, (lambda n=name: build_hf(n))
+        yield name, (lambda n=name: _build_hf(n))
+
+
+def _build_hf(name: str) -> tuple[nn.Module, Any]:
+    model, inputs = build_hf(name)
+    return order_one(model, inputs), inputs
 
 
 def torchvision_models(names: list[str] | None, *, size: int, max_params: int) -> Iterator[tuple[str, Callable]]:
@@ -145,15 +163,17 @@ def _build_tv(name: str, size: int, max_params: int) -> tuple[nn.Module, torch.T
     n = sum(p.numel() for p in model.parameters())
     if n > max_params:
         raise _Skip(f"{n / 1e6:.0f}M parameters > --max-params {max_params / 1e6:.0f}M")
-    for side in (size, 96, 224):  # smallest input the model accepts
-        x = torch.randn(1, 3, side, side)
+    for side in (size, 96, 224, 299):  # smallest input the model accepts, in eval and in train mode
+        x = torch.randn(2, 3, side, side)  # two: BatchNorm calibration and train mode need a batch
         try:
             with torch.no_grad():
                 call_model(model, x)
-            return model, x
+                with training_mode(model):  # Inception's auxiliary head needs 299 pixels
+                    call_model(model, x)
+            return order_one(model, x), x
         except Exception:  # noqa: BLE001 - too small for this architecture: try a larger side
             continue
-    raise RuntimeError("model does not run on 3x224x224")
+    raise RuntimeError("model does not run on 3x299x299 in both modes")
 
 
 class _Skip(Exception):
@@ -166,13 +186,14 @@ def render(rows: list[Row], source: str) -> str:
     skipped = sum(r.status == "skip" for r in rows)
     lines = [f"<!-- zoo:{source} -->", f"### {source}: {passed} / {len(rows) - skipped} pass"
              + (f" ({skipped} skipped)" if skipped else ""), "",
-             "| model | result | params before | params after | kept | groups prunable/total | exact diff | ONNX diff | s | reason |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| model | result | params before | params after | kept | groups prunable/total | output scale | train mode | exact diff | ONNX diff | s | reason |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for r in rows:
         kept = f"{r.params_after / r.params_before:.0%}" if r.params_before and r.params_after else ""
         fmt = lambda v: "" if math.isnan(v) else f"{v:.1e}"  # noqa: E731
         lines.append(f"| {r.name} | {r.status} | {r.params_before:,} | {r.params_after:,} | {kept} | "
-                     f"{r.prunable}/{r.groups} | {fmt(r.exact_diff)} | {fmt(r.onnx_diff)} | {r.seconds:.1f} | "
+                     f"{r.prunable}/{r.groups} | {fmt(r.scale)} | {r.train} | {fmt(r.exact_diff)} | {fmt(r.onnx_diff)} | "
+                     f"{r.seconds:.1f} | "
                      f"{r.reason.replace('|', '/')} |")
     lines.append(f"<!-- /zoo:{source} -->")
     return "\n".join(lines)
@@ -208,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             row.status, row.reason = "skip", row.reason.split(": ", 1)[1]
         rows.append(row)
         print(f"{name:28s} {row.status:4s} {row.params_before:>12,} -> {row.params_after:>12,} "
-              f"groups {row.prunable}/{row.groups} exact {row.exact_diff:.1e} onnx {row.onnx_diff:.1e} "
+              f"groups {row.prunable}/{row.groups} scale {row.scale:.1e} train {row.train} "
+              f"exact {row.exact_diff:.1e} onnx {row.onnx_diff:.1e} "
               f"{row.seconds:.1f}s {row.reason}", flush=True)
         if args.markdown:  # rewrite after every model so a long run leaves a partial table
             write_section(args.markdown, args.source, render(rows, args.source))

@@ -23,10 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models import HeadAttention, outputs, randomize_norms, ratio_plan, train_step
+from models import HeadAttention, outputs, randomize_norms, ratio_plan, train_step, verified_plan
 from prunekit.dependency import build_graph
-from prunekit.dependency.groups import PruningPlan
-from prunekit.pruning.surgery import PruningVerificationError, apply_plan, drop_unverifiable, zero_plan
+from prunekit.pruning.surgery import apply_plan, zero_plan
 
 KINDS = ["conv", "grouped", "depthwise", "bn", "gn", "residual", "gate", "concat", "chunk", "split",
          "channels_last", "attention", "train_branch", "dropout"]
@@ -152,7 +151,7 @@ def _run(case: Case) -> Outcome:
     unexplained = [g.id for g in graph.groups if not (g.prunable or g.reason) or not (g.exact or g.inexact_reason)]
     if unexplained:
         return Outcome(case, "crash", f"groups without a reason: {unexplained}")
-    plan, dropped = _verified(model, graph, ratio_plan(graph, case.ratio, seed=case.seed, exact_only=True))
+    plan, dropped = verified_plan(model, graph, ratio_plan(graph, case.ratio, seed=case.seed, exact_only=True))
     if not plan.removed:
         why = next(iter(dropped.values()), "") or _why_nothing_cut(graph, case.ratio)
         return Outcome(case, "refused", why)
@@ -168,19 +167,10 @@ def _run(case: Case) -> Outcome:
                        diff / scale)
     if sum(p.numel() for p in pruned.parameters()) >= sum(p.numel() for p in model.parameters()):
         return Outcome(case, "crash", "an exact plan removed no parameter")
-    every, _ = _verified(model, graph, ratio_plan(graph, case.ratio, seed=case.seed))  # inexact groups too
+    every, _ = verified_plan(model, graph, ratio_plan(graph, case.ratio, seed=case.seed))  # inexact groups too
     for m in (pruned, apply_plan(model, graph, every)[0]):  # the pruned models can be fine-tuned
         train_step(m, x)
     return Outcome(case, "checked", "", diff / scale)
-
-
-def _verified(model: nn.Module, graph, plan: PruningPlan) -> tuple[PruningPlan, dict[str, str]]:
-    """The plan without the groups whose cut fails verification, as StructuredPruner does."""
-    try:
-        apply_plan(model, graph, plan)
-        return plan, {}
-    except PruningVerificationError:
-        return drop_unverifiable(model, graph, plan)
 
 
 def _why_nothing_cut(graph, ratio: float) -> str:

@@ -228,11 +228,15 @@ class AuxHead(nn.Module):
 
 
 def train_step(model: nn.Module, inputs: Any) -> list[torch.Tensor]:
-    """One train-mode forward and backward (as fine-tuning runs it); the float outputs."""
-    model.train()
-    out = [t for t in iter_tensors(call_model(model, inputs)) if t.is_floating_point()]
-    sum(t.sum() for t in out).backward()
-    model.eval()
+    """One train-mode forward and backward (as fine-tuning runs it); every output tensor.
+
+    BatchNorm reads its running statistics (``training_mode``), so a batch of one works.
+    """
+    from prunekit.tracing import training_mode
+
+    with training_mode(model), torch.enable_grad():
+        out = list(iter_tensors(call_model(model, inputs)))
+        sum(t.float().sum() for t in out if t.is_floating_point() and t.requires_grad).backward()
     return out
 
 
@@ -286,8 +290,13 @@ class PruneCheck:
 
     @property
     def relative_diff(self) -> float:
-        """max |zeroed - pruned| / max(1, max |output|): float32 rounding grows with the outputs."""
-        return self.max_diff / max(1.0, self.scale)
+        """max |zeroed - pruned| / max |output|: relative to the output's own scale, however small.
+
+        With the old ``max(1, scale)`` an output of 1e-8 made any tolerance vacuous; here a tiny
+        output gives a large ratio unless the difference is tinier still. Pair it with
+        :func:`order_one` so outputs are of order one and float32 rounding stays near 1e-7.
+        """
+        return self.max_diff / self.scale if self.scale > 0 else (0.0 if self.max_diff == 0 else math.inf)
 
 
 def outputs(model: nn.Module, inputs: Any) -> list[torch.Tensor]:
@@ -330,6 +339,57 @@ def check_prune(model: nn.Module, inputs: Any, ratio: float = 0.3, *, seed: int 
     diff = max((float((x - y).abs().max()) for x, y in zip(a, b) if x.numel()), default=0.0)
     scale = max((float(x.abs().max()) for x in a if x.numel() and x.is_floating_point()), default=1.0)
     return PruneCheck(graph, plan, pruned, diff, exact, _count(model), _count(pruned), scale)
+
+
+def order_one(model: nn.Module, example: Any, *, batches: int = 2, seed: int = 0) -> nn.Module:
+    """Make a random-weight model's outputs of order one, so a relative tolerance means something.
+
+    Random-init deep nets shrink or blow up their activations (torchvision EfficientNet: outputs
+    of 1e-14; ViT's head is zero-initialised; tiny HF text classifiers with std-0.02 weights give
+    1e-2). Linear layers and zero-initialised convs get N(0, 1/fan_in) weights, and BatchNorm
+    running statistics are recomputed on random inputs like ``example``, so every BN normalises
+    what it sees. Returns the model in eval mode.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and (isinstance(m, nn.Linear) or not m.weight.any()):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / math.sqrt(m.weight[0].numel()))
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        model.train()
+        for _ in range(batches if norms else 0):
+            call_model(model, _random_like(example, g))
+        for m in norms:
+            m.momentum = 0.1
+    return model.eval()
+
+
+def _random_like(example: Any, g: torch.Generator) -> Any:
+    """Random inputs shaped like ``example`` (a batch of at least 4: BatchNorm statistics need it)."""
+    if isinstance(example, dict):
+        return {k: _random_like(v, g) for k, v in example.items()}
+    shape = (max(4, example.shape[0]),) + tuple(example.shape[1:])
+    if example.is_floating_point():
+        return torch.randn(shape, generator=g)
+    return torch.randint(0, int(example.max()) + 1, shape, generator=g)
+
+
+def output_scale(model: nn.Module, inputs: Any) -> float:
+    return max(float(t.abs().max()) for t in outputs(model, inputs))
+
+
+def verified_plan(model: nn.Module, graph: DependencyGraph, plan: PruningPlan) -> tuple[PruningPlan, dict[str, str]]:
+    """``plan`` without the groups whose cut alone fails verification, as StructuredPruner does."""
+    from prunekit.pruning.surgery import PruningVerificationError, drop_unverifiable
+
+    try:
+        apply_plan(model, graph, plan)
+        return plan, {}
+    except PruningVerificationError:
+        return drop_unverifiable(model, graph, plan)
 
 
 def _count(model: nn.Module) -> int:

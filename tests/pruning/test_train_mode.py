@@ -74,3 +74,22 @@ def test_model_that_cannot_train_is_traced_in_eval_with_a_warning() -> None:
         graph = build_graph(_TrainFails(), torch.randn(2, 4))
     assert graph.train_output_shapes is None and "inference-only" in graph.train_note
     assert graph.prunable_groups()  # eval-mode pruning still works
+
+
+class _NoBackward(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.floor_divide(self.b(torch.relu(self.a(x))), 0.5)  # no derivative in torch
+
+
+def test_model_without_backward_is_verified_forward_only() -> None:
+    torch.manual_seed(0)
+    model, x = _NoBackward(), torch.randn(2, 4)
+    graph = build_graph(model, x)
+    assert graph.train_output_shapes == [(2, 2)] and not graph.train_backward
+    assert "backward fails" in graph.train_note and "floor_divide" in graph.train_note
+    small = StructuredPruner(ratio=0.5).fit(model, x).transform(model)  # the train forward is still checked
+    assert small.a.out_features == 4 and all(p.grad is None for p in model.parameters())

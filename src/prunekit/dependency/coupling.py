@@ -620,10 +620,7 @@ class CouplingTracer:
         """``x.squeeze_(d)`` / ``x.unsqueeze_(d)``: x already has its new rank; its labels do not."""
         x = args[0]
         old = self.labels.get(id(x))
-        if old is None or len(old) == x.dim():
-            if old is None:
-                return
-            self._store(x, list(old))  # squeeze_ of an axis larger than one: nothing changed
+        if old is None or len(old) == x.dim():  # untracked, or squeeze_ of an axis larger than one
             return
         dim = _arg(args, kwargs, 1, "dim")
         if self._op == "unsqueeze_":

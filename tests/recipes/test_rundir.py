@@ -125,3 +125,12 @@ def test_permissions_are_made_consistent(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert {oct((tmp_path / n).stat().st_mode & 0o777) for n in "ab"} == {oct(0o666 & ~mask)}
+
+
+def test_out_under_folders_that_do_not_exist_yet(tmp_path):
+    rd = RunDir(tmp_path / "a" / "b" / "run", "h", {})
+    rd.open()
+    (rd.work / "report.json").write_text("{}")
+    rd.publish()
+    assert read_marker(tmp_path / "a" / "b" / "run") is not None
+    assert not (tmp_path / "a" / "b" / "run.lock").exists()

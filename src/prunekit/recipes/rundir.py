@@ -250,6 +250,11 @@ class RunDir:
     def open(self, console: Any = None) -> None:
         """Take the lock, check, and create (or reuse, with ``resume``) the marked work folder."""
         check_writable(self.out)  # before the lock file, which needs the same folder
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot create '{self.out.parent}' ({describe_os_error(exc)}); "
+                              f"choose a writable --out") from None
         self.lock.acquire()
         try:
             self.check()

@@ -21,7 +21,7 @@ from rich.console import Console
 from torch import nn
 
 from prunekit.data import DataBundle
-from prunekit.errors import PrunekitWarning
+from prunekit.errors import PrunekitError, PrunekitWarning
 from prunekit.recipes.schema import Recipe
 from prunekit.reporting.report import ModelMetrics, QuantizationInfo, RecoveryAccuracy, Report
 
@@ -34,17 +34,25 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool =
     (other ranks return None).
     """
     from prunekit.recipes.run_warnings import recorded_warnings
-    from prunekit.recipes.rundir import RunDir, recipe_fingerprint, translate_write_error
-    from prunekit.training.distributed import barrier, distributed_context
+    from prunekit.recipes.rundir import RunDir, RunDirError, recipe_fingerprint, translate_write_error
+    from prunekit.training.distributed import barrier, broadcast_object, distributed_context
 
     console = console or Console()
     digest, flat = recipe_fingerprint(recipe.model_dump(mode="json"))
     rundir = RunDir(Path(recipe.output_dir), digest, flat, resume=resume)
     work = rundir.work
     with distributed_context() as ctx:
+        refused = None
         if ctx.is_main:  # marker, lock, writability: see recipes/rundir.py
-            rundir.open(console)
-        barrier()
+            try:
+                rundir.open(console)
+            except PrunekitError as exc:
+                refused = exc
+        message = broadcast_object(None if refused is None else str(refused))  # every rank stops, not only 0
+        if refused is not None:
+            raise refused
+        if message is not None:
+            raise RunDirError(message)
         try:
             with recorded_warnings() as caught:
                 run = _Run(recipe, work, console if ctx.is_main else Console(quiet=True), resume,

@@ -134,3 +134,29 @@ def test_out_under_folders_that_do_not_exist_yet(tmp_path):
     rd.publish()
     assert read_marker(tmp_path / "a" / "b" / "run") is not None
     assert not (tmp_path / "a" / "b" / "run.lock").exists()
+
+
+def test_only_one_of_many_racers_takes_over_a_stale_lock(tmp_path):
+    import threading
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / "o.lock"
+    path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "t0"}))
+    start, won, lost = threading.Barrier(8), [], []
+
+    def race():
+        lock = RunLock(path)
+        start.wait()
+        try:
+            lock.acquire()
+            won.append(lock)
+        except RunDirError:
+            lost.append(1)
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(lost) == 7

@@ -188,7 +188,7 @@ class _Run:
                               example_from_recipe=bool(r.model.example_input_shape))
         if self.is_main:
             self.stage("checking the untrained model exports to ONNX" + (
-                " and quantizes" if r.quantization.enabled and r.quantization.mode == "dynamic" else ""))
+                " and has layers int8 can quantize" if r.quantization.enabled and r.quantization.mode != "qat" else ""))
             check_export_and_quantization(dense, self.example, r, self.work)
         if r.pruning is not None and r.pruning.enabled and (text := round_to_warning(dense, r.pruning)):
             warnings.warn(text, PrunekitWarning, stacklevel=2)

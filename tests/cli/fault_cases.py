@@ -400,6 +400,16 @@ def _dynamic_int8_on_mlp(tmp: Path) -> Setup:  # item 11
                  check=lambda o: "trained before failing" if "training the dense baseline" in o.stdout else None)
 
 
+def _static_int8_nothing_quantizable(tmp: Path) -> Setup:  # item 11: a model of ops int8 cannot touch
+    mod = write_module(tmp, "pk_trig", "import torch\nfrom torch import nn\n\nclass Trig(nn.Module):\n"
+                       "    def forward(self, x):\n        s = torch.sin(x).sum(dim=(1, 2))\n"
+                       "        return torch.cat([s, torch.cos(s)], 1)\n\ndef build():\n    return Trig()\n")
+    recipe = write_recipe(tmp, {"model": {"builtin": None, "kwargs": {}, "factory": f"{mod}:build",
+                                          "train_baseline": {"epochs": 0}},
+                                "pruning": {"enabled": False}, "quantization": {"mode": "static"}})
+    return Setup(run_args(recipe, tmp / "o"))
+
+
 def _factory_next_to_recipe(tmp: Path) -> Setup:  # item 13: imports like weights resolve
     write_module(tmp, "pk_beside", "from torch import nn\n\ndef build():\n"
                  "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))\n")
@@ -618,6 +628,8 @@ CASES: list[Case] = [
     Case("op_onnx_cannot_export", 11, 1, r"checked before training: ONNX export of Bessel failed.*bessel_j0", _unexportable_op),
     Case("dynamic_int8_on_mlp", 11, 1, r"dynamic int8 found no .* Linear layers export as Gemm.*mode: static",
          _dynamic_int8_on_mlp),
+    Case("static_int8_nothing_quantizable", 11, 1, r"has no operator ONNX Runtime can quantize",
+         _static_int8_nothing_quantizable),
     Case("factory_next_to_recipe", 13, 0, r"wrote .*report\.html", _factory_next_to_recipe),
     Case("factory_module_missing", 13, 1, r"cannot import module 'pk_nowhere'.*next to the recipe or on PYTHONPATH",
          _factory_missing_module),

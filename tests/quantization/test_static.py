@@ -132,3 +132,9 @@ def test_dynamic_int8_refusal_says_why_for_the_model_at_hand(tmp_path):
     conv = export_onnx(torch.nn.Conv2d(1, 2, 3), torch.randn(1, 1, 5, 5), tmp_path / "conv.onnx")
     with pytest.raises(QuantizationError, match=r"\(ops: Conv\): use quantization.mode: static for convolutional"):
         check_dynamic_quantizable(onnx.load(str(conv)), name="conv")
+
+
+def test_ort_calibration_prints_stay_out_of_prunekit_output(prepared, calib_feeds, tmp_path, capfd):
+    quantize_static_onnx(prepared, tmp_path / "p.onnx", calib_feeds, spec=QuantSpec(method="percentile"))
+    out, err = capfd.readouterr()
+    assert "histogram" not in out + err and "Number of tensors" not in out + err

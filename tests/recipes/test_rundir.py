@@ -125,3 +125,38 @@ def test_permissions_are_made_consistent(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert {oct((tmp_path / n).stat().st_mode & 0o777) for n in "ab"} == {oct(0o666 & ~mask)}
+
+
+def test_out_under_folders_that_do_not_exist_yet(tmp_path):
+    rd = RunDir(tmp_path / "a" / "b" / "run", "h", {})
+    rd.open()
+    (rd.work / "report.json").write_text("{}")
+    rd.publish()
+    assert read_marker(tmp_path / "a" / "b" / "run") is not None
+    assert not (tmp_path / "a" / "b" / "run.lock").exists()
+
+
+def test_only_one_of_many_racers_takes_over_a_stale_lock(tmp_path):
+    import threading
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / "o.lock"
+    path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "t0"}))
+    start, won, lost = threading.Barrier(8), [], []
+
+    def race():
+        lock = RunLock(path)
+        start.wait()
+        try:
+            lock.acquire()
+            won.append(lock)
+        except RunDirError:
+            lost.append(1)
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(lost) == 7

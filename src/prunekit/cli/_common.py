@@ -45,8 +45,10 @@ class PrunekitGroup(TyperGroup):
         except KeyboardInterrupt:
             if ctx.params.get("debug"):
                 raise
+            resumable = ctx.invoked_subcommand in ("run", "demo")
             print_error(KeyboardInterrupt("interrupted; finished epochs are kept in the run's .partial folder: "
-                                          "rerun the same command with --resume to continue from them"))
+                                          "rerun the same command with --resume to continue from them"
+                                          if resumable else "interrupted"))
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise

@@ -19,7 +19,7 @@ class NothingPrunedError(PrunekitError):
 
 def check_export_and_quantization(model: nn.Module, example: Any, recipe: Any, workdir: Path) -> None:
     """Export the dense model to ONNX in a throwaway file (and check dynamic int8 can use it)."""
-    from prunekit.errors import ExportError
+    from prunekit.errors import ExportError, QuantizationError
     from prunekit.export.onnx import export_onnx
 
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".preflight-") as tmp:
@@ -36,6 +36,15 @@ def check_export_and_quantization(model: nn.Module, example: Any, recipe: Any, w
             from prunekit.quantization.dynamic import check_dynamic_quantizable
 
             check_dynamic_quantizable(onnx.load(str(path)), name="the dense model")
+        elif q is not None and q.enabled and q.mode == "static":
+            from prunekit.quantization import QuantSpec
+            from prunekit.quantization.static import quantizable_nodes
+
+            try:
+                quantizable_nodes(path, QuantSpec())  # raises when no layer is one ORT can quantize
+            except QuantizationError as exc:
+                raise QuantizationError(f"checked before training: {exc} (quantization.enabled: false keeps "
+                                        f"it in float)") from None
 
 
 def _widths(model: nn.Module) -> list[int]:

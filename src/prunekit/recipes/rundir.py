@@ -14,6 +14,7 @@ Every check runs before any training, so a refused run costs nothing and touches
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -24,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from prunekit.errors import PrunekitError, RecipeError
 
@@ -144,23 +145,24 @@ class RunLock:
 
     def acquire(self) -> None:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and _is_stale(holder):
-                    self.path.unlink(missing_ok=True)  # its process is gone: a killed run
-                    continue
-                raise RunDirError(self._busy_message(holder)) from None
-            except OSError as exc:
-                raise RunDirError(f"cannot create lock file '{self.path}' ({describe_os_error(exc)}); "
-                                  f"choose a writable folder with --out") from None
-            with os.fdopen(fd, "w") as handle:
-                json.dump(info, handle)
-            self.held = True
-            return
-        raise RunDirError(self._busy_message(self._holder()))
+        with _folder_guard(self.path.parent):  # two runs taking over one stale lock cannot both win
+            for _ in range(2):
+                try:
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    holder = self._holder()
+                    if holder is not None and _is_stale(holder):
+                        self.path.unlink(missing_ok=True)  # its process is gone: a killed run
+                        continue
+                    raise RunDirError(self._busy_message(holder)) from None
+                except OSError as exc:
+                    raise RunDirError(f"cannot create lock file '{self.path}' ({describe_os_error(exc)}); "
+                                      f"choose a writable folder with --out") from None
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(info, handle)
+                self.held = True
+                return
+            raise RunDirError(self._busy_message(self._holder()))
 
     def release(self) -> None:
         if self.held:
@@ -181,6 +183,24 @@ class RunLock:
                     f"writing there, delete that file, or choose another --out")
         return (f"output folder '{out}' is in use by another prunekit run (pid {holder.get('pid')} on "
                 f"{holder.get('host')}, started {holder.get('started')}); wait for it to finish or choose another --out")
+
+
+@contextlib.contextmanager
+def _folder_guard(folder: Path) -> Iterator[None]:
+    """An exclusive flock on the folder itself while a lock is taken (POSIX; elsewhere nothing)."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _is_stale(holder: dict[str, Any]) -> bool:
@@ -250,16 +270,27 @@ class RunDir:
     def open(self, console: Any = None) -> None:
         """Take the lock, check, and create (or reuse, with ``resume``) the marked work folder."""
         check_writable(self.out)  # before the lock file, which needs the same folder
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot create '{self.out.parent}' ({describe_os_error(exc)}); "
+                              f"choose a writable --out") from None
         self.lock.acquire()
         try:
             self.check()
             work = self.work
+            if self.out.exists() and read_marker(self.out) is not None:
+                self.notes.append(f"the previous run in '{self.out}' is moved to '{self.previous}' when this run "
+                                  f"succeeds" + (" (replacing the older run kept there)" if self.previous.exists() else ""))
             if work.exists() and self.resume and read_marker(work) is not None:
                 self.resumed_from = describe_checkpoints(work)
                 _say(console, f"resuming from '{work}': {self.resumed_from}")
                 return
             if self.resume:
                 _say(console, f"--resume: nothing to resume in '{work}'; starting a fresh run")
+            elif work.exists() and has_checkpoints(work):
+                _say(console, f"starting fresh: discarding the interrupted run's checkpoints in '{work}' "
+                              f"(--resume would have continued it)")
             try:
                 if work.exists():
                     shutil.rmtree(work)  # ours (marked) or empty, checked above
@@ -270,9 +301,6 @@ class RunDir:
                 shutil.rmtree(work, ignore_errors=True)
                 raise translate_write_error(exc, work) or RunDirError(
                     f"cannot create '{work}' ({describe_os_error(exc)}); choose a writable --out") from None
-            if self.out.exists() and read_marker(self.out) is not None:
-                self.notes.append(f"the previous run in '{self.out}' is moved to '{self.previous}' when this run "
-                                  f"succeeds" + (" (replacing the older run kept there)" if self.previous.exists() else ""))
         except BaseException:
             self.lock.release()
             raise

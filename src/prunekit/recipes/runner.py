@@ -22,7 +22,7 @@ from torch import nn
 
 from prunekit import defaults
 from prunekit.data import DataBundle
-from prunekit.errors import PrunekitWarning
+from prunekit.errors import PrunekitError, PrunekitWarning
 from prunekit.recipes.facts import asked_vs_reached, split_sources
 from prunekit.recipes.schema import Recipe
 from prunekit.reporting.report import ModelMetrics, QuantizationInfo, RecoveryAccuracy, Report
@@ -36,17 +36,25 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool =
     (other ranks return None).
     """
     from prunekit.recipes.run_warnings import recorded_warnings
-    from prunekit.recipes.rundir import RunDir, recipe_fingerprint, translate_write_error
-    from prunekit.training.distributed import barrier, distributed_context
+    from prunekit.recipes.rundir import RunDir, RunDirError, recipe_fingerprint, translate_write_error
+    from prunekit.training.distributed import barrier, broadcast_object, distributed_context
 
     console = console or Console()
     digest, flat = recipe_fingerprint(recipe.model_dump(mode="json"))
     rundir = RunDir(Path(recipe.output_dir), digest, flat, resume=resume)
     work = rundir.work
     with distributed_context() as ctx:
+        refused = None
         if ctx.is_main:  # marker, lock, writability: see recipes/rundir.py
-            rundir.open(console)
-        barrier()
+            try:
+                rundir.open(console)
+            except PrunekitError as exc:
+                refused = exc
+        message = broadcast_object(None if refused is None else str(refused))  # every rank stops, not only 0
+        if refused is not None:
+            raise refused
+        if message is not None:
+            raise RunDirError(message)
         from prunekit.training.reproducible import reproducible
 
         try:
@@ -233,7 +241,7 @@ class _Run:
                               example_from_recipe=bool(r.model.example_input_shape))
         if self.is_main:
             self.stage("checking the untrained model exports to ONNX" + (
-                " and quantizes" if r.quantization.enabled and r.quantization.mode == "dynamic" else ""))
+                " and has layers int8 can quantize" if r.quantization.enabled and r.quantization.mode != "qat" else ""))
             check_export_and_quantization(dense, self.example, r, self.work)
         if r.pruning is not None and r.pruning.enabled and (text := round_to_warning(dense, r.pruning)):
             warnings.warn(text, PrunekitWarning, stacklevel=2)

@@ -102,3 +102,13 @@ def test_distilbert_exports_without_token_types(tmp_path: Path) -> None:
     result = export_token_model(model, tmp_path / "d.onnx", check_shapes=((1, 3), (5, 21)))
     assert result.input_names == ("input_ids", "attention_mask")
     assert max(result.max_abs_diff.values()) <= 1e-4
+
+
+def test_keyword_inputs_in_tokenizer_order_keep_their_names(tmp_path: Path) -> None:
+    """A tokenizer yields input_ids, token_type_ids, attention_mask; the forward takes another order."""
+    model = TokenModel(tiny_bert(), "sentence_embedding")
+    ordered = random_token_inputs(("input_ids", "attention_mask", "token_type_ids"), 2, 10, vocab_size=VOCAB, pad=True)
+    example = {k: ordered[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    path = export_onnx(model, example, tmp_path / "tok.onnx", output_names=("sentence_embedding",),
+                       dynamic_axes={n: {0: "batch", 1: "sequence"} for n in example})
+    assert verify_token_model(model, path, check_shapes=((3, 12),))[(3, 12)] <= 1e-4

@@ -90,6 +90,7 @@ def export_onnx(
         raise ExportError(
             f"export_onnx got {len(names)} input_names for {len(args) + len(kwargs)} inputs: give one name per input"
         )
+    kwargs, names = _in_signature_order(model, args, kwargs, names)
     axes = _resolve_axes(dynamic_axes, dynamic_batch, names, tuple(output_names))
     was_training = model.training
     model.eval()
@@ -112,6 +113,27 @@ def export_onnx(
             os.unlink(tmp)
         model.train(was_training)
     return path
+
+
+def _in_signature_order(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                        names: tuple[str, ...]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Keyword inputs (and their names) in the order of ``model.forward``'s parameters.
+
+    The TorchScript exporter binds keyword inputs to the graph in signature order but names graph
+    inputs in the order given: a tokenizer's dict (``input_ids, token_type_ids, attention_mask``)
+    for a forward taking ``(input_ids, attention_mask, token_type_ids)`` would swap two inputs.
+    """
+    import inspect
+
+    if len(kwargs) < 2:
+        return kwargs, names
+    params = list(inspect.signature(model.forward).parameters)
+    keys = list(kwargs)
+    if not all(k in params for k in keys):
+        return kwargs, names
+    order = sorted(range(len(keys)), key=lambda i: params.index(keys[i]))
+    kw_names = names[len(args):]
+    return {keys[i]: kwargs[keys[i]] for i in order}, names[:len(args)] + tuple(kw_names[i] for i in order)
 
 
 def _resolve_axes(dynamic_axes: Mapping[str, Mapping[int, str]] | None, dynamic_batch: bool,

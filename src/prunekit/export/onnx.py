@@ -73,9 +73,11 @@ def export_onnx(
     input_names
         Defaults to ``("input",)`` for one tensor, the dict keys for kwargs.
     dynamic_axes
-        ``{input or output name: {axis: symbol}}``, e.g. ``{"input_ids": {0: "batch", 1: "sequence"}}``
-        for token models; replaces the axes ``dynamic_batch`` would mark. Axes sharing a symbol must
-        have equal sizes at run time.
+        ``{input or output name: {axis: symbol}}``, e.g. ``{"input_ids": {0: "batch", 1: "sequence"}}``;
+        replaces the axes ``dynamic_batch`` would mark. Axes sharing a symbol must have equal sizes
+        at run time. Default with ``dynamic_batch``: token ids (a dict of 2-D integer tensors) get
+        ``batch`` and ``sequence`` axes (:func:`prunekit.export.hf.token_dynamic_axes`), anything
+        else a ``batch`` axis.
 
     Raises
     ------
@@ -91,6 +93,12 @@ def export_onnx(
             f"export_onnx got {len(names)} input_names for {len(args) + len(kwargs)} inputs: give one name per input"
         )
     kwargs, names = _in_signature_order(model, args, kwargs, names)
+    if dynamic_axes is None and dynamic_batch and kwargs and not args:
+        from prunekit.export.hf import token_dynamic_axes
+
+        token_axes = token_dynamic_axes(model, kwargs, tuple(output_names))
+        dynamic_axes = {names[i]: token_axes[k] for i, k in enumerate(kwargs)} | {
+            o: token_axes[o] for o in output_names if o in token_axes} if token_axes else None
     axes = _resolve_axes(dynamic_axes, dynamic_batch, names, tuple(output_names))
     was_training = model.training
     model.eval()

@@ -10,7 +10,7 @@ dense fp32 ONNX Runtime. Fidelity: mean cosine between sentence embeddings (mean
 held-out Brown sentences, of each int8 model against its own fp32 model and of each model against
 the dense fp32 model.
 
-    python benchmarks/minilm_deploy.py [--runs 20] [--threads 1] [--out minilm_deploy.json]
+    python benchmarks/minilm_deploy.py [--runs 20] [--threads 1] [--only dense both50] [--out minilm_deploy.json]
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="timed rounds per shape (medians)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for ORT and torch")
+    parser.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="variants to build and time (dense is always included: it is the baseline)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -115,6 +117,8 @@ def main() -> None:
     rows: dict[str, dict] = {}
     dense_macs = encoder_macs(dense, tokenizer)
     for variant, ignore in VARIANTS.items():
+        if variant != "dense" and variant not in args.only:
+            continue
         model = dense if ignore is None else StructuredPruner(criterion="l2", ratio=0.5, ignore=ignore).fit_transform(
             dense, example)
         wrapped = TokenModel(model, "sentence_embedding").eval()

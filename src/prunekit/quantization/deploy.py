@@ -68,26 +68,11 @@ def _batch_feed(example: Example, input_names: Sequence[str], batch: int) -> dic
 
 
 def token_axes(model: nn.Module, example_input: Example) -> dict[str, dict[int, str]] | None:
-    """Dynamic ``batch`` and ``sequence`` axes when ``example_input`` is token ids, else None.
+    """The export's dynamic axes for token ids (batch and sequence), else None; see
+    :func:`prunekit.export.hf.token_dynamic_axes` (the output is named ``output``)."""
+    from prunekit.export.hf import token_dynamic_axes
 
-    Token ids are a dict of 2-D integer tensors (``input_ids``, ``attention_mask``...); the output
-    gets ``sequence`` on axis 1 only when it has the example's length there (hidden states, not a
-    pooled embedding or logits).
-    """
-    if not isinstance(example_input, dict) or not example_input:
-        return None
-    tensors = list(example_input.values())
-    if not all(isinstance(t, torch.Tensor) and t.dim() == 2 and not t.is_floating_point() for t in tensors):
-        return None
-    seq = tensors[0].shape[1]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model(**example_input)
-    model.train(was_training)
-    out = out if isinstance(out, torch.Tensor) else next(iter(out.values())) if isinstance(out, dict) else out[0]
-    out_axes = {0: "batch", 1: "sequence"} if out.dim() >= 2 and out.shape[1] == seq else {0: "batch"}
-    return {name: {0: "batch", 1: "sequence"} for name in example_input} | {"output": out_axes}
+    return token_dynamic_axes(model, example_input, ("output",))
 
 
 def quantize_for_deployment(

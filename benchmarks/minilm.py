@@ -8,7 +8,9 @@ parameters and encoder MACs at 32 tokens. With ``--latency`` also ONNX Runtime p
 
 Pruning: heads and FFN channels are ranked per layer by the criterion (``--criterion``, default
 taylor with the contrastive calibration objective of prunekit.training.objectives); "heads 50%"
-removes 6 of 12 heads in every layer, "FFN 50%" 768 of 1536 channels, "both" does both.
+removes 6 of 12 heads in every layer, "FFN 50%" 768 of 1536 channels, "both" does both;
+"sensitivity" removes half the encoder MACs with per-layer ratios from prunekit's sensitivity
+scans (cosine to the dense model on the validation documents after pruning each layer alone).
 Distillation: ``prunekit.training.finetune`` with the dense model as teacher (cosine distance
 on the sentence embedding) plus layer-wise hidden-state matching (``--layerwise``).
 
@@ -41,7 +43,21 @@ from prunekit.recipes.text_stage import layerwise_pairs
 from prunekit.training import FinetuneConfig, finetune
 from prunekit.training.objectives import calibration_loss
 
-VARIANTS = {"heads 50%": ("head",), "FFN 50%": ("channel",), "both": ("head", "channel")}
+VARIANTS = {"heads 50%": ("head",), "FFN 50%": ("channel",), "both": ("head", "channel"),
+            "sensitivity": ("head", "channel")}  # half the MACs, per-layer ratios from sensitivity scans
+
+
+def prune_by_sensitivity(model, bundle, *, criterion: str, seed: int):
+    """prunekit's sensitivity allocation: scan each layer's heads/FFN alone, spend 50% of MACs where cosine suffers least."""
+    from prunekit.recipes.prune_stage import run_sensitivity_allocation
+    from prunekit.recipes.schema import PruningSpec
+
+    spec = PruningSpec(criterion=criterion, target={"metric": "macs", "ratio": 0.5}, allocation="sensitivity",
+                       sensitivity_ratios=[0.25, 0.5, 0.75], round_to=8)
+    outcome, _ = run_sensitivity_allocation(model, spec, bundle.example_input, bundle, seed=seed)
+    kept = {r["group"].split(".")[4][:4] + r["group"].split(".")[3]: r["kept"] for r in outcome.groups if r["prunable"]}
+    print(f"sensitivity allocation kept {kept}", flush=True)
+    return outcome.model
 
 
 def prune(model, example, calib, *, units: tuple[str, ...], criterion: str, batches: int):
@@ -128,8 +144,11 @@ def main() -> None:
     models = {"dense": dense}
     for name in args.variants.split(","):
         t = time.perf_counter()
-        pruned = prune(dense, bundle.example_input, bundle.calib, units=VARIANTS[name], criterion=args.criterion,
-                       batches=args.calib_batches)
+        if name == "sensitivity":
+            pruned = prune_by_sensitivity(dense, bundle, criterion=args.criterion, seed=args.seed)
+        else:
+            pruned = prune(dense, bundle.example_input, bundle.calib, units=VARIANTS[name], criterion=args.criterion,
+                           batches=args.calib_batches)
         rows[f"{name}, cut"] = measure(pruned, bundle, dense_test, probe_train, example)
         print(line(f"{name}, cut") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
         student = copy.deepcopy(pruned).train()

@@ -49,8 +49,9 @@ def test_factory_items_strings_or_pairs():
 def test_bucketing_without_shuffle_sorts_by_length_and_covers_everything():
     lengths = [5, 1, 9, 3, 7, 2, 8]
     batches = list(BucketBatchSampler(lengths, 3, shuffle=False))
-    assert batches == [[1, 5, 3], [0, 4, 6], [2]]  # lengths (1,2,3), (5,7,8), (9)
-    assert len(BucketBatchSampler(lengths, 3, shuffle=False)) == 3
+    assert batches == [[1, 5, 3], [0, 4, 6, 2]]  # lengths (1,2,3), (5,7,8) + the lone (9) joins
+    assert len(BucketBatchSampler(lengths, 3, shuffle=False)) == 2
+    assert list(BucketBatchSampler(lengths[:6], 3, shuffle=False)) == [[1, 5, 3], [0, 4, 2]]
 
 
 def test_shuffled_buckets_are_seeded_and_each_batch_comes_from_one_bucket():
@@ -60,6 +61,11 @@ def test_shuffled_buckets_are_seeded_and_each_batch_comes_from_one_bucket():
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(200))
     assert len(batches) == len(sampler)
+    for n, expected in ((81, 10), (89, 11)):  # buckets of 40: a lone 81st text joins the 2nd bucket
+        odd = BucketBatchSampler(lengths[:n], 8, shuffle=True, generator=torch.Generator().manual_seed(3), bucket=5)
+        got = list(odd)
+        assert len(got) == len(odd) == expected and min(len(b) for b in got) >= 2
+        assert sorted(i for b in got for i in b) == list(range(n))
     # padding waste: a batch's spread is far below a random batch's
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
     assert spread < 40

@@ -139,7 +139,8 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Batches of similar length: shuffled buckets of ``bucket`` batches, sorted inside, when training.
 
     Without shuffling every batch is cut from the texts sorted by length (least padding, fixed order).
-    ``generator`` drives the shuffle, so a seeded run repeats exactly.
+    ``generator`` drives the shuffle, so a seeded run repeats exactly. A lone text left at the end
+    of a bucket joins the batch before it: objectives that contrast a batch's texts need two.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
@@ -150,23 +151,35 @@ class BucketBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         n = len(self.lengths)
         if not self.shuffle:
-            order = sorted(range(n), key=lambda i: (self.lengths[i], i))
-            yield from (order[i:i + self.batch_size] for i in range(0, n, self.batch_size))
+            yield from self._cut(sorted(range(n), key=lambda i: (self.lengths[i], i)))
             return
         perm = torch.randperm(n, generator=self.generator).tolist()
-        span = self.batch_size * self.bucket
-        batches = []
-        for start in range(0, n, span):
-            chunk = sorted(perm[start:start + span], key=lambda i: self.lengths[i])
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        batches, start = [], 0
+        for size in self._spans():
+            batches += self._cut(sorted(perm[start:start + size], key=lambda i: self.lengths[i]))
+            start += size
         for k in torch.randperm(len(batches), generator=self.generator).tolist():
             yield batches[k]
 
+    def _cut(self, order: list[int]) -> list[list[int]]:
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            lone = batches.pop()
+            batches[-1] = batches[-1] + lone
+        return batches
+
+    def _spans(self) -> list[int]:
+        """Bucket sizes: ``batch_size * bucket`` each, a lone last text added to the bucket before."""
+        n, span = len(self.lengths), self.batch_size * self.bucket
+        sizes = [min(span, n - s) for s in range(0, n, span)]
+        if len(sizes) > 1 and sizes[-1] == 1:
+            sizes[-2] += sizes.pop()
+        return sizes
+
     def __len__(self) -> int:
-        if not self.shuffle:
-            return -(-len(self.lengths) // self.batch_size)
-        span = self.batch_size * self.bucket
-        return sum(-(-min(span, len(self.lengths) - s) // self.batch_size) for s in range(0, len(self.lengths), span))
+        b = self.batch_size
+        spans = [len(self.lengths)] if not self.shuffle else self._spans()
+        return sum(-(-m // b) - (1 if m > b and m % b == 1 else 0) for m in spans)
 
 
 class PadCollate:

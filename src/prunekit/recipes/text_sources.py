@@ -34,8 +34,6 @@ def load_text_samples(spec: DataSpec, *, seed: int) -> TextSamples:
 
 def load_text_run(model_spec: ModelSpec, data_spec: DataSpec, *, seed: int) -> tuple[TextModel, Any, DataBundle]:
     """Tokenizer and texts first (the label count sizes a classification head), then the model."""
-    from prunekit.data.text import tokenize  # noqa: F401 - keeps the import error here, not mid-run
-
     task = data_spec.task
     samples = load_text_samples(data_spec, seed=seed)
     num_labels = (max(samples.labels) + 1) if samples.labels is not None else None

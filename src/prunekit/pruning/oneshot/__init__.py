@@ -11,7 +11,8 @@ already-pruned blocks before it, and hold only one block's activations at a time
 from prunekit.pruning.oneshot.blocks import find_blocks
 from prunekit.pruning.oneshot.sequential import METHODS, OneShotResult, prune_oneshot
 from prunekit.pruning.oneshot.sparsegpt import sparsegpt_prune
+from prunekit.pruning.oneshot.structured import StructuredResult, prune_structured
 from prunekit.pruning.oneshot.wanda import wanda_keep_mask, wanda_scores
 
-__all__ = ["METHODS", "OneShotResult", "find_blocks", "prune_oneshot", "sparsegpt_prune", "wanda_keep_mask",
-           "wanda_scores"]
+__all__ = ["METHODS", "OneShotResult", "StructuredResult", "find_blocks", "prune_oneshot", "prune_structured",
+           "sparsegpt_prune", "wanda_keep_mask", "wanda_scores"]

@@ -14,27 +14,11 @@ from prunekit.pruning.masking import check_nm
 from prunekit.pruning.oneshot import find_blocks, prune_oneshot, sparsegpt_prune, wanda_keep_mask
 from prunekit.pruning.oneshot.blocks import first_tensor, linear_layers, linear_weight
 
+from ._decoders import calibration, tiny_decoder
+
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.transformers
 torch.set_num_threads(1)
-
-
-def tiny_decoder(kind: str, layers: int = 2) -> nn.Module:
-    torch.manual_seed(0)
-    if kind == "llama":
-        config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
-                                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-        cls = transformers.LlamaForCausalLM
-    else:
-        config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=layers, n_head=4, n_positions=32)
-        cls = transformers.GPT2LMHeadModel
-    config._attn_implementation = "eager"
-    return cls(config).eval()
-
-
-def calibration(batches: int = 3) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    return [torch.randint(0, 64, (2, 8), generator=g) for _ in range(batches)]
 
 
 def true_block_inputs(model: nn.Module, blocks: nn.ModuleList, batches) -> list[list[tuple]]:

@@ -109,14 +109,21 @@ def load_or_train(s: TinyLMSettings = TinyLMSettings(), *, log=print):
 
     torch.manual_seed(s.seed)
     folder = CACHE / f"tiny-lm-{s.key()}"
-    train_docs, test_docs = brown_split()
     if (folder / "model.safetensors").is_file():
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         model = build_model(s)
-        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+        missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+        if unexpected or set(missing) - {"lm_head.weight"}:
+            raise RuntimeError(f"cached tiny LM in {folder} does not match the settings; delete the folder")
         model.tie_weights()
         info = json.loads((folder / "info.json").read_text())
-        return model.eval(), tok, encode(tok, train_docs), encode(tok, test_docs), info
+        streams_file = folder / "streams.safetensors"
+        if not streams_file.is_file():
+            train_docs, test_docs = brown_split()
+            save_file({"train": encode(tok, train_docs), "test": encode(tok, test_docs)}, str(streams_file))
+        streams = load_file(str(streams_file))
+        return model.eval(), tok, streams["train"], streams["test"], info
+    train_docs, test_docs = brown_split()
     log(f"training the tiny LM ({s}) into {folder} ...")
     tok = train_tokenizer(train_docs, s.vocab)
     train_stream, test_stream = encode(tok, train_docs), encode(tok, test_docs)

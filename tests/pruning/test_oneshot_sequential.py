@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunekit.errors import InvalidParameterError, UnsupportedLayerError
+from prunekit.errors import InvalidParameterError, PrunekitWarning, UnsupportedLayerError
 from prunekit.pruning.masking import check_nm
 from prunekit.pruning.oneshot import find_blocks, prune_oneshot, sparsegpt_prune, wanda_keep_mask
 from prunekit.pruning.oneshot.blocks import first_tensor, linear_layers, linear_weight
@@ -134,3 +134,21 @@ def test_bad_patterns_and_methods_are_one_line_errors() -> None:
         prune_oneshot(model, [], method="wanda", sparsity=0.5)
     pruned, _ = prune_oneshot(model, [], method="magnitude", sparsity=0.5)  # magnitude needs no data
     assert float((pruned.model.layers[0].mlp.up_proj.weight == 0).float().mean()) == 0.5
+
+
+def test_ignore_takes_block_relative_or_qualified_names_and_rejects_unknown_ones() -> None:
+    model = tiny_decoder("llama")
+    _, relative = prune_oneshot(model, calibration(), method="wanda", sparsity=0.5, ignore=["mlp.down_proj"])
+    assert not any("down_proj" in k for k in relative.masks) and len(relative.masks) == 12
+    _, qualified = prune_oneshot(model, calibration(), method="wanda", sparsity=0.5,
+                                 ignore=["model.layers.1.mlp"])
+    assert len(qualified.masks) == 11 and "model.layers.0.mlp.up_proj.weight" in qualified.masks
+    with pytest.raises(InvalidParameterError, match="names 'mlp.fc1', which is no linear layer.*'model.layers'"):
+        prune_oneshot(model, calibration(), method="wanda", sparsity=0.5, ignore=["mlp.fc1"])
+
+
+def test_nm_leaves_layers_whose_input_dim_does_not_fit_dense_and_says_which() -> None:
+    with pytest.warns(PrunekitWarning, match=r"left 12 layer\(s\) dense: input dim not a multiple of m=3"):
+        pruned, result = prune_oneshot(tiny_decoder("llama"), calibration(), method="wanda", nm=(1, 3))
+    assert sorted(result.masks) == ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"]
+    assert check_nm(pruned.model.layers[1].mlp.down_proj.weight, 1, 3)

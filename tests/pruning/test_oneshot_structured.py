@@ -59,6 +59,8 @@ def test_block0_channel_scores_are_aggregated_wanda_scores_by_hand() -> None:
     gid = next(g for g, k in result.kinds.items() if k == "channel" and ".layers.0." in g)
     assert torch.allclose(result.scores[gid], expected, rtol=1e-6)
     assert result.plan.removed[gid] == tuple(sorted(torch.argsort(expected)[:12].tolist()))
+    _, plain = prune_structured(dense, batches, channel_ratio=0.25, score="magnitude")
+    assert torch.allclose(plain.scores[gid], down.weight.detach().abs().double().sum(0))
 
 
 def test_removing_silenced_units_changes_nothing_and_bias_compensation_is_the_mean() -> None:
@@ -85,5 +87,7 @@ def test_removing_silenced_units_changes_nothing_and_bias_compensation_is_the_me
 def test_bad_ratios_and_models_without_block_groups_are_one_line_errors() -> None:
     with pytest.raises(InvalidParameterError, match=r"'head_ratio' parameter of prune_structured .* Got 1\.0"):
         prune_structured(tiny_decoder("llama"), calibration(), head_ratio=1.0)
+    with pytest.raises(InvalidParameterError, match="'score' parameter of prune_structured .* Got 'taylor'"):
+        prune_structured(tiny_decoder("llama"), calibration(), channel_ratio=0.3, score="taylor")
     with pytest.raises(InvalidParameterError, match="needs calibration batches"):
         prune_structured(tiny_decoder("llama"), [], channel_ratio=0.3)

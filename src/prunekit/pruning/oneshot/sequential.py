@@ -77,12 +77,14 @@ def prune_oneshot(model: nn.Module, calibration: Iterable[Any], *, method: str =
         ``"magnitude"`` (|W| per layer; needs no data but runs the same way).
     sparsity, nm : unstructured fraction per layer, or an ``(n, m)`` pattern along the input axis.
     blocks : qualified name of the block list (found automatically when omitted).
-    ignore : layer names relative to a block (``"mlp.down_proj"``) to leave dense.
+    ignore : layer names to leave dense, relative to a block (``"mlp.down_proj"``, in every block)
+        or qualified (``"model.layers.0.mlp.down_proj"``).
 
     Embeddings and the LM head are never pruned, as in both papers. Returns ``(model, result)``;
     the model is a pruned deep copy unless ``inplace``. Masks are baked in (pruned weights are 0).
     """
     owner = "prune_oneshot"
+    ignore = tuple(ignore)
     if method not in METHODS:
         raise InvalidParameterError(f"The 'method' parameter of {owner} must be one of {METHODS}. Got {method!r} instead.")
     _check_pattern(sparsity, nm, owner)
@@ -93,6 +95,7 @@ def prune_oneshot(model: nn.Module, calibration: Iterable[Any], *, method: str =
         model = copy.deepcopy(model)
     started = time.perf_counter()
     blocks_name, block_list = find_blocks(model, blocks)
+    _check_ignore(ignore, block_list, blocks_name, owner)
     training = model.training
     model.eval()
     masks: dict[str, torch.Tensor] = {}
@@ -101,7 +104,8 @@ def prune_oneshot(model: nn.Module, calibration: Iterable[Any], *, method: str =
     try:
         held = capture_block_inputs(model, block_list, batches) if method != "magnitude" else None
         for index, block in enumerate(block_list):
-            layers = linear_layers(block, ignore)
+            layers = {k: v for k, v in linear_layers(block, ignore).items()
+                      if not _ignored(f"{blocks_name}.{index}.{k}", ignore)}
             if nm is not None:
                 for name in [k for k, layer in layers.items() if linear_weight(layer).shape[1] % nm[1]]:
                     skipped.append(f"{blocks_name}.{index}.{name}")
@@ -134,6 +138,20 @@ def prune_oneshot(model: nn.Module, calibration: Iterable[Any], *, method: str =
                            peak_tensors, method, {"sparsity": sparsity, "nm": list(nm) if nm else None,
                                                   "skipped": skipped})
     return model, result
+
+
+def _check_ignore(ignore: tuple[str, ...], block_list: nn.ModuleList, blocks_name: str, owner: str) -> None:
+    """Every ``ignore`` entry must name a linear layer of the blocks (relative or qualified)."""
+    names = [(f"{blocks_name}.{i}.{name}", name) for i, block in enumerate(block_list) for name in linear_layers(block)]
+    for entry in ignore:
+        if not any(_ignored(qualified, (entry,)) or _ignored(relative, (entry,)) for qualified, relative in names):
+            raise InvalidParameterError(
+                f"The 'ignore' parameter of {owner} names {entry!r}, which is no linear layer of the blocks in "
+                f"'{blocks_name}'. Use names like 'mlp.down_proj' or '{blocks_name}.0.mlp.down_proj'.")
+
+
+def _ignored(qualified: str, ignore: tuple[str, ...]) -> bool:
+    return any(qualified == i or qualified.startswith(i + ".") for i in ignore)
 
 
 def _prune_layer(layer: nn.Module, stats, method: str, sparsity: float | None, nm: tuple[int, int] | None,

@@ -68,13 +68,18 @@ def block_groups(graph, blocks_name: str, n_blocks: int) -> list[list[ChannelGro
 
 def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ratio: float = 0.0,
                      head_ratio: float = 0.0, blocks: str | None = None, example_inputs: Any = None,
-                     compensate_bias: bool = True) -> tuple[nn.Module, StructuredResult]:
+                     compensate_bias: bool = True, score: str = "wanda") -> tuple[nn.Module, StructuredResult]:
     """Remove ``channel_ratio`` of each block's FFN channels and ``head_ratio`` of its heads.
 
     Returns ``(smaller_model, result)``; ``model`` is not modified. ``example_inputs`` (default:
     one sample of the first batch) is what the dependency graph is traced and verified with.
+    ``score="magnitude"`` drops the input norms (``sum |W|`` over the unit's columns): the
+    data-free baseline, still processed block by block so bias compensation applies alike.
     """
     owner = "prune_structured"
+    if score not in ("wanda", "magnitude"):
+        raise InvalidParameterError(f"The 'score' parameter of {owner} must be 'wanda' or 'magnitude'. "
+                                    f"Got {score!r} instead.")
     check_ratio(channel_ratio, "channel_ratio", owner)
     check_ratio(head_ratio, "head_ratio", owner)
     batches = list(calibration)
@@ -111,7 +116,7 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
                 slots = [s for s in group.slots_with_role("in") if s.module[len(prefix):] in layers]
                 if not slots:
                     continue
-                unit_scores = sum(s.scatter(_column_scores(block, s, prefix, stats), group.size) for s in slots)
+                unit_scores = sum(s.scatter(_column_scores(block, s, prefix, stats, score), group.size) for s in slots)
                 scores[group.id], kinds[group.id] = unit_scores, group.unit
                 k = min(math.floor(ratio * group.size), group.size - max(group.min_units, 1))
                 if k <= 0:
@@ -122,7 +127,7 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
                     _silence(block, s, prefix, drop, stats, compensate_bias)
             for b in range(len(batches)):
                 held.hidden[b] = held.run(index, block, b)
-    plan = PruningPlan(removed, {"method": "wanda-structured", "channel_ratio": channel_ratio,
+    plan = PruningPlan(removed, {"method": f"{score}-structured", "channel_ratio": channel_ratio,
                                  "head_ratio": head_ratio})
     pruned, record = apply_plan(work, graph, plan)  # work carries the bias compensation
     pruned.train(model.training)
@@ -133,12 +138,12 @@ def _in_features(layer: nn.Module) -> int:
     return layer.weight.shape[0] if not isinstance(layer, nn.Linear) else layer.weight.shape[1]
 
 
-def _column_scores(block: nn.Module, slot, prefix: str, stats) -> torch.Tensor:
-    """``sum_i |W_ij| * ||X_j||`` for every input position j of the consuming layer (float64)."""
+def _column_scores(block: nn.Module, slot, prefix: str, stats, score: str) -> torch.Tensor:
+    """``sum_i |W_ij| * ||X_j||`` (or ``sum_i |W_ij|``) per input position j of the consumer (float64)."""
     name = slot.module[len(prefix):]
     weight = block.get_submodule(name).weight.detach().abs().to(torch.float64)
     per_position = weight.movedim(slot.axis, 0).reshape(weight.shape[slot.axis], -1).sum(1)
-    return per_position * stats[name].norms()
+    return per_position * stats[name].norms() if score == "wanda" else per_position
 
 
 def _silence(block: nn.Module, slot, prefix: str, drop: torch.Tensor, stats, compensate_bias: bool) -> None:

@@ -80,6 +80,27 @@ class RssGrowth:
             return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def calibration_batches(train: torch.Tensor, seq: int, calib: int) -> list[torch.Tensor]:
+    """``calib`` random training windows of ``seq`` tokens, in batches of 8 (seeded)."""
+    g = torch.Generator().manual_seed(0)
+    starts = torch.randint(0, train.numel() - seq, (calib,), generator=g).tolist()
+    return list(torch.stack([train[s:s + seq] for s in starts]).split(8))
+
+
+def outlier_ratios(model, batches) -> list[float]:
+    """Per linear layer in the blocks: largest / median input-feature norm over the calibration
+    tokens. Wanda's edge over magnitude comes from a few input features far louder than the rest."""
+    from prunekit.pruning.oneshot.blocks import linear_layers
+    from prunekit.pruning.oneshot.stats import collect_inputs
+
+    layers = {f"{i}.{n}": m for i, block in enumerate(model.model.layers) for n, m in linear_layers(block).items()}
+    with torch.no_grad(), collect_inputs(layers, hessian=False,
+                                         in_features={k: m.in_features for k, m in layers.items()}) as stats:
+        for batch in batches:
+            model(batch)
+    return [float(s.norms().max() / s.norms().median()) for s in stats.values()]
+
+
 def worker(name: str, eval_tokens: int, calib: int) -> dict:
     """Prune one configuration and measure it (runs in its own process)."""
     from tiny_lm import load_or_train
@@ -91,10 +112,7 @@ def worker(name: str, eval_tokens: int, calib: int) -> dict:
     torch.manual_seed(0)
     model, _, train, test, info = load_or_train(log=lambda *_: None)
     seq = info["settings"]["seq_len"]
-    g = torch.Generator().manual_seed(0)
-    starts = torch.randint(0, train.numel() - seq, (calib,), generator=g).tolist()
-    windows = torch.stack([train[s:s + seq] for s in starts])
-    batches = list(windows.split(8))
+    batches = calibration_batches(train, seq, calib)
     kind, kwargs = CONFIGS[name]
     params = sum(p.numel() for p in model.parameters())
     started = time.perf_counter()
@@ -129,11 +147,14 @@ def main() -> None:
         return
     from tiny_lm import load_or_train
 
-    _, _, _, test, info = load_or_train()  # trains and caches once, before the workers start
+    model, _, train, test, info = load_or_train()  # trains and caches once, before the workers start
+    ratios = sorted(outlier_ratios(model, calibration_batches(train, info["settings"]["seq_len"], args.calib)))
     print(f"model: LLaMA-style, {info['params']:,} parameters, {info['settings']['layers']} blocks, hidden "
           f"{info['settings']['hidden']}, FFN {info['settings']['intermediate']}, BPE vocab {info['settings']['vocab']}; "
           f"trained {info['settings']['steps']} steps ({info['train_seconds']} s); "
           f"held-out tokens scored: {min(eval_tokens, int(test.numel())):,}; calibration {args.calib} x 128 tokens")
+    print(f"largest / median input-feature norm of the {len(ratios)} block layers: median {ratios[len(ratios) // 2]:.1f}, "
+          f"max {ratios[-1]:.1f}")
     names = args.only or list(CONFIGS)
     rows = []
     for name in names:

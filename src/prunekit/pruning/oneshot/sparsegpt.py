@@ -27,7 +27,7 @@ def inverse_hessian_factor(hessian: torch.Tensor, *, damp: float = 0.01) -> torc
     h = hessian.detach().to(torch.float64).clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
-    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     lower, info = torch.linalg.cholesky_ex(h)
     if int(info):
         raise InvalidParameterError(
@@ -67,9 +67,9 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: fl
                                     f"Got {tuple(keep.shape)} instead.")
     dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
     w = weight.detach().to(dtype).clone()
-    w[:, torch.diag(hessian) == 0] = 0.0
-    u = inverse_hessian_factor(hessian, damp=damp).to(dtype)  # (cols, cols) upper
-    pruned = torch.zeros(rows, cols, dtype=torch.bool)
+    w[:, torch.diag(hessian).to(w.device) == 0] = 0.0
+    u = inverse_hessian_factor(hessian.to(w.device), damp=damp).to(dtype)  # (cols, cols) upper
+    pruned = torch.zeros(rows, cols, dtype=torch.bool, device=w.device)
     for start in range(0, cols, blocksize):
         stop = min(start + blocksize, cols)
         block = w[:, start:stop].clone()  # (rows, b)
@@ -77,10 +77,10 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: fl
         errors = torch.zeros_like(block)
         d = torch.diag(u_block)  # (b,)
         if keep is not None:
-            drop = ~keep[:, start:stop]
+            drop = (~keep[:, start:stop]).to(w.device)
         elif sparsity is not None:
             cost = (block * block / (d * d).unsqueeze(0)).flatten()
-            drop = torch.zeros(cost.numel(), dtype=torch.bool)
+            drop = torch.zeros(cost.numel(), dtype=torch.bool, device=w.device)
             drop[torch.sort(cost, stable=True).indices[:_block_quota(sparsity, rows, start, stop)]] = True
             drop = drop.view_as(block)
         else:

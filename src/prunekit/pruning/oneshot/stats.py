@@ -14,11 +14,11 @@ from torch import nn
 class InputStats:
     """Token count, per-feature sum of squares and sum, and optionally ``sum x x^T``, of one layer's input."""
 
-    def __init__(self, in_features: int, *, hessian: bool) -> None:
+    def __init__(self, in_features: int, *, hessian: bool, device: torch.device | str = "cpu") -> None:
         self.tokens = 0
-        self.sq_sum = torch.zeros(in_features, dtype=torch.float64)
-        self.sum = torch.zeros(in_features, dtype=torch.float64)
-        self.xtx = torch.zeros(in_features, in_features, dtype=torch.float64) if hessian else None
+        self.sq_sum = torch.zeros(in_features, dtype=torch.float64, device=device)
+        self.sum = torch.zeros(in_features, dtype=torch.float64, device=device)
+        self.xtx = torch.zeros(in_features, in_features, dtype=torch.float64, device=device) if hessian else None
 
     def add(self, x: torch.Tensor) -> None:
         x = x.detach().reshape(-1, x.shape[-1]).float()  # (tokens, in); float32 products, float64 sums
@@ -50,7 +50,8 @@ class collect_inputs:
     """Context manager: hooks that feed each named layer's input into its ``InputStats``."""
 
     def __init__(self, layers: dict[str, nn.Module], *, hessian: bool, in_features: dict[str, int]) -> None:
-        self.stats = {name: InputStats(in_features[name], hessian=hessian) for name in layers}
+        self.stats = {name: InputStats(in_features[name], hessian=hessian, device=layer.weight.device)
+                      for name, layer in layers.items()}
         self._layers = layers
         self._handles: list = []
 

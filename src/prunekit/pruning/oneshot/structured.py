@@ -122,7 +122,7 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
                 if k <= 0:
                     continue
                 drop = torch.sort(unit_scores, stable=True).indices[:k].sort().values
-                removed[group.id] = tuple(drop.tolist())
+                removed[group.id] = tuple(drop.cpu().tolist())
                 for s in slots:
                     _silence(block, s, prefix, drop, stats, compensate_bias)
             for b in range(len(batches)):
@@ -150,8 +150,8 @@ def _silence(block: nn.Module, slot, prefix: str, drop: torch.Tensor, stats, com
     """Zero the consumer's input columns of the dropped units; fold their mean input into its bias."""
     name = slot.module[len(prefix):]
     layer = block.get_submodule(name)
-    positions = torch.as_tensor(slot.positions(drop.numpy()), dtype=torch.long)
     weight = layer.weight
+    positions = torch.as_tensor(slot.positions(drop.cpu().numpy()), dtype=torch.long, device=weight.device)
     if compensate_bias and getattr(layer, "bias", None) is not None:
         mean = stats[name].mean()[positions].to(weight.dtype)  # (p,)
         columns = weight.index_select(slot.axis, positions)  # Linear: (out, p); Conv1D: (p, out)

@@ -132,7 +132,8 @@ def load_or_train(s: TinyLMSettings = TinyLMSettings(), *, log=print):
     final_loss = _train(model, train_stream, s, log)
     from prunekit.evaluation.perplexity import perplexity
 
-    info = {"settings": asdict(s), "test_perplexity": round(perplexity(model, test_stream, seq_len=s.seq_len), 3), "train_seconds": round(time.perf_counter() - started, 1),
+    info = {"settings": asdict(s), "test_perplexity": round(perplexity(model, test_stream, seq_len=s.seq_len), 3),
+            "train_seconds": round(time.perf_counter() - started, 1),
             "final_train_loss": round(final_loss, 4), "params": sum(p.numel() for p in model.parameters()),
             "train_tokens": int(train_stream.numel()), "test_tokens": int(test_stream.numel())}
     folder.mkdir(parents=True, exist_ok=True)

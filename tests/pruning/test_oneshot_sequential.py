@@ -38,8 +38,10 @@ def layer_inputs(block: nn.Module, calls: list[tuple]) -> dict[str, torch.Tensor
     """Every linear layer's inputs over all calls of the (dense) block, as (tokens, in)."""
     got: dict[str, list[torch.Tensor]] = {}
     layers = linear_layers(block)
-    hooks = [m.register_forward_pre_hook(lambda _m, a, n=n: got.setdefault(n, []).append(a[0].reshape(-1, a[0].shape[-1])))
-             for n, m in layers.items()]
+    def keep(name: str):
+        return lambda _m, a: got.setdefault(name, []).append(a[0].reshape(-1, a[0].shape[-1]))
+
+    hooks = [m.register_forward_pre_hook(keep(n)) for n, m in layers.items()]
     with torch.no_grad():
         for hidden, args, kwargs in calls:
             first_tensor(block(hidden, *args, **kwargs))

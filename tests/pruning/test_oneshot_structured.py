@@ -29,7 +29,8 @@ def test_ffn_channels_and_heads_are_removed_and_the_model_still_runs(kind: str) 
         if kind == "llama":
             layer = small.model.layers[i]
             assert layer.mlp.up_proj.out_features == 48 - 14 and layer.mlp.down_proj.in_features == 34
-            assert layer.self_attn.k_proj.out_features == 8 and layer.self_attn.q_proj.out_features == 16  # 1 of 2 KV heads
+            attn = layer.self_attn  # one of the two key/value heads left, with its two query heads
+            assert attn.k_proj.out_features == 8 and attn.q_proj.out_features == 16
         else:
             block = small.transformer.h[i]
             assert block.mlp.c_fc.nf == 128 - 38 and block.attn.num_heads == 2

@@ -61,7 +61,8 @@ def _check_pattern(sparsity: float | None, nm: tuple[int, int] | None, owner: st
     else:
         n, m = nm
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (n, m)) or n >= m:
-            raise InvalidParameterError(f"The 'nm' parameter of {owner} must be two ints 0 < n < m. Got {nm!r} instead.")
+            raise InvalidParameterError(
+                f"The 'nm' parameter of {owner} must be two ints 0 < n < m. Got {nm!r} instead.")
 
 
 def prune_oneshot(model: nn.Module, calibration: Iterable[Any], *, method: str = "wanda",
@@ -86,7 +87,8 @@ def prune_oneshot(model: nn.Module, calibration: Iterable[Any], *, method: str =
     owner = "prune_oneshot"
     ignore = tuple(ignore)
     if method not in METHODS:
-        raise InvalidParameterError(f"The 'method' parameter of {owner} must be one of {METHODS}. Got {method!r} instead.")
+        raise InvalidParameterError(
+            f"The 'method' parameter of {owner} must be one of {METHODS}. Got {method!r} instead.")
     _check_pattern(sparsity, nm, owner)
     batches = list(calibration)
     if not batches and method != "magnitude":
@@ -113,7 +115,8 @@ def prune_oneshot(model: nn.Module, calibration: Iterable[Any], *, method: str =
             stats = {}
             if held is not None:
                 shapes = {k: linear_weight(layer).shape[1] for k, layer in layers.items()}
-                with torch.no_grad(), collect_inputs(layers, hessian=method == "sparsegpt", in_features=shapes) as stats:
+                collector = collect_inputs(layers, hessian=method == "sparsegpt", in_features=shapes)
+                with torch.no_grad(), collector as stats:
                     for b in range(len(batches)):
                         held.run(index, block, b)
                 peak_bytes = max(peak_bytes, held.held_bytes() + sum(s.nbytes() for s in stats.values()))

@@ -154,3 +154,19 @@ def test_nm_leaves_layers_whose_input_dim_does_not_fit_dense_and_says_which() ->
         pruned, result = prune_oneshot(tiny_decoder("llama"), calibration(), method="wanda", nm=(1, 3))
     assert sorted(result.masks) == ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"]
     assert check_nm(pruned.model.layers[1].mlp.down_proj.weight, 1, 3)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_padding_marked_by_the_attention_mask_does_not_count(kind: str) -> None:
+    model = tiny_decoder(kind)
+    ids = calibration(batches=1)[0]  # (2, 8)
+    padded = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], dim=1)  # right padding: causal prefix unchanged
+    mask = torch.cat([torch.ones(2, 8), torch.zeros(2, 3)], dim=1).long()
+    plain, _ = prune_oneshot(model, [{"input_ids": ids}], method="sparsegpt", sparsity=0.5)
+    masked, _ = prune_oneshot(model, [{"input_ids": padded, "attention_mask": mask}], method="sparsegpt", sparsity=0.5)
+    unmasked, _ = prune_oneshot(model, [{"input_ids": padded}], method="sparsegpt", sparsity=0.5)
+    weights = {n: p for n, p in plain.named_parameters() if p.dim() == 2}
+    other = dict(masked.named_parameters())
+    assert all(torch.allclose(p, other[n], atol=1e-5) for n, p in weights.items())
+    counted = dict(unmasked.named_parameters())  # the pad tokens in the statistics change the result
+    assert not all(torch.allclose(p, counted[n], atol=1e-5) for n, p in weights.items())

@@ -130,6 +130,7 @@ class BlockInputs:
     hidden: list[torch.Tensor]
     calls: list[list[tuple[tuple, dict]]]  # block -> batch -> (args after hidden, kwargs)
     hidden_kw: list[bool] = field(default_factory=list)  # per block: hidden passed as keyword
+    tokens: list[torch.Tensor | None] = field(default_factory=list)  # per batch: bool (B, T) real tokens
 
     def held_bytes(self) -> int:
         """Bytes of every distinct tensor held: the hidden states plus shared masks/embeddings."""
@@ -147,6 +148,24 @@ class BlockInputs:
         if self.hidden_kw[index]:
             return first_tensor(block(*args, **{**kwargs, "hidden_states": hidden}))
         return first_tensor(block(hidden, *args, **kwargs))
+
+    def observe(self, index: int, block: nn.Module, collector) -> None:
+        """Run block ``index`` on every batch for ``collector``'s hooks, padding masked out."""
+        for b in range(len(self.hidden)):
+            collector.tokens = self.tokens[b] if b < len(self.tokens) else None
+            self.run(index, block, b)
+        collector.tokens = None
+
+    def advance(self, index: int, block: nn.Module) -> None:
+        """Replace the held hidden states by block ``index``'s outputs, batch by batch, in place."""
+        for b in range(len(self.hidden)):
+            self.hidden[b] = self.run(index, block, b)
+
+
+def token_mask(batch: Any) -> torch.Tensor | None:
+    """Bool (B, T) mask of real tokens from a dict batch's 2-D ``attention_mask``; None otherwise."""
+    mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+    return mask.bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
 
 
 def _tensors(obj: Any):
@@ -168,7 +187,8 @@ def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, batches: list[
     and the last block's hook stops the forward before the head.
     """
     n = len(blocks)
-    captured = BlockInputs(hidden=[], calls=[[] for _ in range(n)], hidden_kw=[False] * n)
+    captured = BlockInputs(hidden=[], calls=[[] for _ in range(n)], hidden_kw=[False] * n,
+                           tokens=[token_mask(batch) for batch in batches])
 
     def make_hook(index: int):
         def hook(module: nn.Module, args: tuple, kwargs: dict):

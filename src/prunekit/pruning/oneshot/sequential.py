@@ -117,8 +117,7 @@ def prune_oneshot(model: nn.Module, calibration: Iterable[Any], *, method: str =
                 shapes = {k: linear_weight(layer).shape[1] for k, layer in layers.items()}
                 collector = collect_inputs(layers, hessian=method == "sparsegpt", in_features=shapes)
                 with torch.no_grad(), collector as stats:
-                    for b in range(len(batches)):
-                        held.run(index, block, b)
+                    held.observe(index, block, collector)
                 peak_bytes = max(peak_bytes, held.held_bytes() + sum(s.nbytes() for s in stats.values()))
                 peak_tensors = max(peak_tensors, len(held.hidden))
             for name, layer in layers.items():
@@ -128,8 +127,7 @@ def prune_oneshot(model: nn.Module, calibration: Iterable[Any], *, method: str =
             del stats
             if held is not None:
                 with torch.no_grad():
-                    for b in range(len(batches)):
-                        held.hidden[b] = held.run(index, block, b)  # in place: one block's activations
+                    held.advance(index, block)  # in place: one block's activations
     finally:
         model.train(training)
     if skipped:

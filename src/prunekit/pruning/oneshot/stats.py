@@ -20,7 +20,11 @@ class InputStats:
         self.sum = torch.zeros(in_features, dtype=torch.float64, device=device)
         self.xtx = torch.zeros(in_features, in_features, dtype=torch.float64, device=device) if hessian else None
 
-    def add(self, x: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, tokens: torch.Tensor | None = None) -> None:
+        """Add the input rows of ``x`` (..., in); with ``tokens`` (a bool mask over ``x``'s leading
+        dims, e.g. (B, T) from an attention mask) only the real tokens, not the padding."""
+        if tokens is not None and tuple(x.shape[:-1]) == tuple(tokens.shape):
+            x = x[tokens.to(x.device)]
         x = x.detach().reshape(-1, x.shape[-1]).float()  # (tokens, in); float32 products, float64 sums
         self.tokens += x.shape[0]
         self.sq_sum += (x * x).sum(0, dtype=torch.float64)
@@ -47,18 +51,22 @@ class InputStats:
 
 
 class collect_inputs:
-    """Context manager: hooks that feed each named layer's input into its ``InputStats``."""
+    """Context manager: hooks that feed each named layer's input into its ``InputStats``.
+
+    Set ``tokens`` to the current batch's bool (B, T) mask of real tokens to leave padding out.
+    """
 
     def __init__(self, layers: dict[str, nn.Module], *, hessian: bool, in_features: dict[str, int]) -> None:
         self.stats = {name: InputStats(in_features[name], hessian=hessian, device=layer.weight.device)
                       for name, layer in layers.items()}
         self._layers = layers
         self._handles: list = []
+        self.tokens: torch.Tensor | None = None
 
     def __enter__(self) -> dict[str, InputStats]:
         for name, layer in self._layers.items():
             stats = self.stats[name]
-            self._handles.append(layer.register_forward_pre_hook(lambda _m, args, s=stats: s.add(args[0])))
+            self._handles.append(layer.register_forward_pre_hook(lambda _m, args, s=stats: s.add(args[0], self.tokens)))
         return self.stats
 
     def __exit__(self, *exc) -> None:

@@ -107,9 +107,9 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
             layers = {name: block.get_submodule(name) for name in sorted(consumers)}
             layers = {name: layer for name, layer in layers.items() if is_linear_like(layer)}
             sizes = {name: _in_features(layer) for name, layer in layers.items()}
-            with collect_inputs(layers, hessian=False, in_features=sizes) as stats:
-                for b in range(len(batches)):
-                    held.run(index, block, b)
+            collector = collect_inputs(layers, hessian=False, in_features=sizes)
+            with collector as stats:
+                held.observe(index, block, collector)
             peak = max(peak, held.held_bytes() + sum(s.nbytes() for s in stats.values()))
             for group in per_block[index]:
                 ratio = head_ratio if group.unit == "head" else channel_ratio
@@ -125,8 +125,7 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
                 removed[group.id] = tuple(drop.cpu().tolist())
                 for s in slots:
                     _silence(block, s, prefix, drop, stats, compensate_bias)
-            for b in range(len(batches)):
-                held.hidden[b] = held.run(index, block, b)
+            held.advance(index, block)
     plan = PruningPlan(removed, {"method": f"{score}-structured", "channel_ratio": channel_ratio,
                                  "head_ratio": head_ratio})
     pruned, record = apply_plan(work, graph, plan)  # work carries the bias compensation

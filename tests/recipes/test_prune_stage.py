@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from prunekit.data import split_tensors
@@ -65,3 +66,22 @@ def test_sensitivity_allocation_lands_nearest_the_target():
     assert outcome.trajectory[0]["sparsity"] == pytest.approx(reached)
     # the allocation can only reach 30.9% or 80.8% here: the nearer (-19 pts) wins over the first that meets 50%
     assert reached == pytest.approx(0.3087, abs=2e-3) and curves
+def test_masked_stage_runs_wanda_and_sparsegpt_from_the_calibration_loader():
+    transformers = pytest.importorskip("transformers")
+    from prunekit.pruning.masking import check_nm, make_permanent
+    from prunekit.recipes.prune_stage import run_masked
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    dense = transformers.LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 64, (6, 8), generator=torch.Generator().manual_seed(1))
+    calib = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids, ids), batch_size=3)
+    spec = PruningSpec(granularity="unstructured", method="wanda", target={"metric": "params", "ratio": 0.5})
+    outcome = run_masked(dense, spec, ids[:1], calib)
+    assert outcome.trajectory == [{"step": 0, "sparsity": 0.5}] and len(outcome.masks) == 14
+    spec = PruningSpec(granularity="nm", nm=(2, 4), method="sparsegpt", ignore=["mlp.down_proj"])
+    outcome = run_masked(dense, spec, ids[:1], calib)
+    small = make_permanent(outcome.model)
+    assert check_nm(small.model.layers[1].mlp.up_proj.weight, 2, 4)
+    assert torch.equal(small.model.layers[1].mlp.down_proj.weight, dense.model.layers[1].mlp.down_proj.weight)

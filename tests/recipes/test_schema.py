@@ -113,6 +113,14 @@ def test_nm_needs_granularity_nm_and_n_below_m() -> None:
     assert recipe_from_dict(_with(pruning={"granularity": "nm", "nm": [2, 4]})).pruning.nm == (2, 4)
 
 
+
+def test_oneshot_methods_need_a_masked_granularity() -> None:
+    with pytest.raises(RecipeError, match="method: wanda needs granularity: unstructured or nm"):
+        recipe_from_dict(_with(pruning={"method": "wanda"}))
+    spec = recipe_from_dict(_with(pruning={"granularity": "nm", "nm": [2, 4], "method": "sparsegpt"})).pruning
+    assert spec.method == "sparsegpt"
+
+
 def test_schedule_knobs_must_fit_kind() -> None:
     with pytest.raises(RecipeError, match="pruning.schedule: a oneshot schedule has steps: 1, got 3"):
         recipe_from_dict(_with(pruning={"schedule": {"kind": "oneshot", "steps": 3}}))

@@ -181,10 +181,23 @@ class _CubicSteps:
         return Cubic(0.0, self.target_fraction, 0, self.steps, 1).target(step)
 
 
-def run_masked(model: nn.Module, spec: PruningSpec, example: Any) -> PruneOutcome:
-    """Unstructured or N:M masks (held by torch.nn.utils.prune hooks until made permanent)."""
+def run_masked(model: nn.Module, spec: PruningSpec, example: Any, calib: Any = None) -> PruneOutcome:
+    """Unstructured or N:M masks (held by torch.nn.utils.prune hooks until made permanent).
+
+    ``method: wanda | sparsegpt`` prunes a transformer's blocks one by one from the calibration
+    loader's inputs (``prunekit.pruning.oneshot``); SparseGPT's updated weights are kept under the masks.
+    """
     from prunekit.pruning.masking import apply_masks, nm_masks, sparsity_report, unstructured_masks
 
+    if spec.method != "magnitude":
+        from prunekit.pruning.oneshot import prune_oneshot
+
+        batches = [batch[0] if isinstance(batch, (tuple, list)) else batch for batch in (calib or [])]
+        pattern = {"nm": tuple(spec.nm)} if spec.granularity == "nm" else {"sparsity": spec.target.ratio}
+        pruned, result = prune_oneshot(model, batches, method=spec.method, ignore=tuple(spec.ignore), **pattern)
+        apply_masks(pruned, result.masks)
+        trajectory = [{"step": 0, "sparsity": float(result.sparsity)}]
+        return PruneOutcome(pruned, None, result.masks, trajectory, [], "oneshot")
     pruned = copy.deepcopy(model)
     if spec.granularity == "nm":
         n, m = spec.nm

@@ -313,7 +313,7 @@ class _Run:
             outcome = run_structured(start, spec, self.example, self.bundle, seed=r.seed, recover=recover_between,
                                      evaluate=evaluate_val, reference=dense, record=depth_record)
         else:
-            outcome = run_masked(start, spec, self.example)
+            outcome = run_masked(start, spec, self.example, self.bundle.calib)
             self.notes.append("unstructured / N:M sparsity keeps dense tensor shapes: ONNX Runtime's dense kernels "
                               "do not skip zeros, so latency and MACs are not expected to drop; file size drops only "
                               "after compression of the zeros")

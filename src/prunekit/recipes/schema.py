@@ -239,6 +239,7 @@ class PruningSpec(_Section):
     per_layer: dict[str, LayerRatio] = Field(default_factory=dict)  # module name -> removed fraction
     granularity: Literal["structured", "unstructured", "nm"] = "structured"
     nm: tuple[PositiveInt, PositiveInt] | None = None  # (n, m): keep n of every m weights
+    method: Literal["magnitude", "wanda", "sparsegpt"] = "magnitude"  # unstructured/nm: one-shot LLM pruning
     allocation: Literal["criterion", "sensitivity"] = "criterion"  # sensitivity: non-uniform ratios from scans
     sensitivity_ratios: list[Ratio] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], min_length=1)
     depth_blocks: Count = 0  # remove this many whole bypassable blocks (least output change) before the cut
@@ -254,6 +255,9 @@ class PruningSpec(_Section):
             raise PydanticCustomError(
                 "prunekit_nm", f"nm is only used with granularity: nm, got granularity: {self.granularity}"
             )
+        if self.method != "magnitude" and self.granularity == "structured":
+            raise PydanticCustomError("prunekit_method", f"method: {self.method} needs granularity: unstructured or "
+                                      "nm (structured pruning is chosen by 'criterion')")
         if self.nm is not None and not self.nm[0] < self.nm[1]:
             raise PydanticCustomError("prunekit_nm", f"nm: [n, m] needs n < m, got {list(self.nm)}")
         if self.allocation == "sensitivity" and (self.granularity != "structured" or self.schedule.kind != "oneshot"

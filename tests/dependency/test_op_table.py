@@ -245,11 +245,18 @@ UNNAMED: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "bucketize": lambda h: torch.bucketize(h, torch.tensor([-0.5, 0.0, 0.5])),
     "embedding_bag": lambda h: F.embedding_bag(torch.tensor([[0, 1]]), h[0]),
     "bilinear": lambda h: F.bilinear(h, h, torch.ones(2, h.shape[-1], h.shape[-1])),
+    "resize_": lambda h: _resized(h),  # rank changed in place by an op no rule follows
+    "as_strided": lambda h: h.as_strided((2, 8), (1, 2)),
     "masked_scatter": lambda h: h.masked_scatter(h > 0, torch.sigmoid(h)),  # source read in order: not elementwise
     "dropout (train only)": lambda h: F.dropout(h, 0.5, training=True) * 0 + h,
     "alpha_dropout": lambda h: F.alpha_dropout(h, 0.5),
     "std over all": lambda h: h - h.std(),
 }
+
+
+def _resized(h: torch.Tensor) -> torch.Tensor:
+    y = h.clone()
+    return y.resize_(y.shape[0], y.numel() // y.shape[0])
 
 
 def _setitem(h: torch.Tensor) -> torch.Tensor:

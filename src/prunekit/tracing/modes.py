@@ -26,7 +26,8 @@ def training_mode(model: nn.Module) -> Iterator[nn.Module]:
         if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
             m.eval()
     try:
-        with torch.random.fork_rng(devices=[]):
+        cuda = sorted({p.device.index or 0 for p in model.parameters() if p.is_cuda})
+        with torch.random.fork_rng(devices=cuda):
             yield model
     finally:
         with torch.no_grad():

@@ -194,7 +194,7 @@ class PruningSpec(_Section):
     """Structured (channel) or fine-grained (unstructured, N:M) pruning."""
 
     enabled: bool = True
-    # best mean one-shot accuracy at global scope in docs/criteria.md (above random everywhere), forward passes only
+    # best mean one-shot accuracy in docs/criteria.md (benchmarks/criteria_oracle.py); needs forward passes only
     criterion: str = "activation"  # checked against the criteria registry by the runner
     target: TargetSpec = Field(default_factory=TargetSpec)
     scope: Literal["global", "local"] = "global"

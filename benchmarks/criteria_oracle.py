@@ -45,7 +45,7 @@ from prunekit.pruning.surgery import apply_plan, zero_plan
 from prunekit.training import recalibrate_batchnorm
 
 WEIGHT_ONLY = ["random", "l1", "l2", "bn_scale", "lamp"]
-GATE = ["taylor", "taylor_batch", "fisher", "obd", "heads"]
+GATE = ["taylor", "taylor_batch", "fisher", "obd", "output_sensitivity", "heads"]
 ESTIMATES = {"first_order (estimate)": TaylorFirstOrder, "second_order (estimate)": TaylorSecondOrder}
 ACTIVATION = ["apoz", "activation"]
 OLD = ["gradient", "taylor_weight", "taylor_elementwise", "fisher_weight", "obd_weight"]
@@ -238,7 +238,7 @@ def one_shot(model, graph, scores, ratio, train_data, test_data, scope="local") 
 def collection_cost(model, calib, groups) -> list[tuple[str, float, int]]:
     """Seconds and statistics bytes of one calibration pass per requirement set."""
     rows = []
-    for needs in (("gates",), ("gates", "gate_hessian"), ("activations",), ("grads",)):
+    for needs in (("gates",), ("gates", "gate_hessian"), ("gate_ggn",), ("activations",), ("grads",)):
         t = time.perf_counter()
         ctx = collect(model, calib, needs=set(needs), groups=groups)
         seconds = time.perf_counter() - t
@@ -262,7 +262,7 @@ def run_case(case: dict, names: list[str], args) -> dict:
           flush=True)
     for needs, seconds, size in collection_cost(model, calib, groups):
         print(f"  collect {needs:20s} {seconds:6.2f}s  statistics {size / 1024:8.1f} KiB", flush=True)
-    ctx = collect(model, calib, needs={"gates", "gate_hessian", "activations", "grads"}, groups=groups,
+    ctx = collect(model, calib, needs={"gates", "gate_hessian", "gate_ggn", "activations", "grads"}, groups=groups,
                   hutchinson_samples=args.probes, seed=args.seed)
     out = {"dense": accuracy(model, test_data)}
     has_heads = any(g.unit == "head" for g in groups)

@@ -28,8 +28,9 @@ the unit (gate 1 -> 0) is ``-g_n + H_n / 2 - ...`` per sample. The criteria:
 * :class:`TaylorFirstOrder` ``-E_n[g_n]``, the signed first-order estimate of the loss increase
   (exact when the loss is linear in the gate) and :class:`TaylorSecondOrder`
   ``-E_n[g_n] + 0.5 E_n[H_n]``: estimates of the single-unit loss change, not registered as
-  pruning criteria because one-shot they prune worse than random (units whose removal lowers the
-  training loss to first order go first, and removing many of them together breaks the model).
+  pruning criteria because one-shot they prune worse than random in ``docs/criteria.md`` (units
+  whose removal lowers the training loss to first order go first, and removing many of them
+  together breaks the model).
 """
 
 from __future__ import annotations

@@ -194,8 +194,8 @@ class PruningSpec(_Section):
     """Structured (channel) or fine-grained (unstructured, N:M) pruning."""
 
     enabled: bool = True
-    # best mean one-shot accuracy in docs/criteria.md (benchmarks/criteria_oracle.py); needs forward passes only
-    criterion: str = "activation"  # checked against the criteria registry by the runner
+    # best mean one-shot accuracy in docs/criteria.md (benchmarks/criteria_oracle.py); needs no loss
+    criterion: str = "output_sensitivity"  # checked against the criteria registry by the runner
     target: TargetSpec = Field(default_factory=TargetSpec)
     scope: Literal["global", "local"] = "global"
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)

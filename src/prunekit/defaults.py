@@ -9,7 +9,9 @@ from __future__ import annotations
 
 # pruning: remove half of the MACs, ranked globally, widths rounded to multiples of 8
 # (odd widths ran slower than dense in ONNX Runtime: benchmarks/vs_torch_pruning.py)
-CRITERION = "l2"
+# criterion: the best mean one-shot accuracy in docs/criteria.md (benchmarks/criteria_oracle.py),
+# ahead of activation and l2; it needs calibration batches but no loss or labels
+CRITERION = "output_sensitivity"
 PRUNE_RATIO = 0.5
 PRUNE_TARGET = "macs"
 PRUNE_SCOPE = "global"

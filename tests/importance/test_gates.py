@@ -14,6 +14,7 @@ from prunekit.importance import (
     GateFisher,
     GateOBD,
     GateTaylor,
+    OutputSensitivity,
     TaylorFirstOrder,
     TaylorSecondOrder,
     collect,
@@ -106,6 +107,10 @@ def test_teacher_distance_has_zero_first_order_and_obd_ranks_by_curvature():
     scores, _ = score_groups([group], ctx, GateOBD())
     torch.testing.assert_close(scores[group.id], expected.float())
     torch.testing.assert_close(TaylorSecondOrder()(group, ctx), expected.float())  # first-order term is 0
+    # Gauss-Newton on the outputs, no loss: 0.5 E_n |dy_n/dg_u|^2 = 0.5 E_n[r_nu^2 W2_uu^2] (one output per unit:
+    # the Rademacher projection is exact), half the curvature of this sum-of-squares distance
+    ggn = collect(model, [(X2, None)], needs={"gate_ggn"}, groups=[group], loss_fn=lambda *_: 1 / 0)
+    torch.testing.assert_close(OutputSensitivity()(group, ggn), (expected / 2).float())
     # the curvature is the exact loss increase here: the loss is quadratic in the gate
     for u in range(3):
         zeroed = zero_plan(model, graph, PruningPlan({group.id: (u,)}))
@@ -160,3 +165,26 @@ def test_a_zero_gate_is_the_removal_on_a_residual_cnn():
     finally:
         for h in handles:
             h.remove()
+
+
+def test_pruner_with_a_teacher_distance_refuses_taylor_and_prunes_by_output_sensitivity():
+    from prunekit.models.builtin import MLP
+    from prunekit.pruning.pruner import StructuredPruner
+
+    torch.manual_seed(0)
+    model = MLP(in_features=8, hidden=(16,), num_classes=3).eval()
+    x = torch.randn(32, 8)
+    with torch.no_grad():
+        data = [(x, model(x))]  # (inputs, dense outputs): the loss is 0 with 0 gradient at the dense model
+    dist = lambda y, t: ((y - t) ** 2).sum(1)  # noqa: E731
+    with pytest.raises(DegenerateScoresError, match="net.1.weight:0.*gate gradient is exactly 0"):
+        StructuredPruner(criterion="taylor", ratio=0.5, loss_fn=dist).fit(model, x[:1], data)
+    pruner = StructuredPruner(criterion="output_sensitivity", ratio=0.5, round_to=None).fit(model, x[:1], data)
+    (group,) = pruner.graph_.prunable_groups()
+    with torch.no_grad():  # what removing each unit alone costs
+        oracle = torch.stack([dist(zero_plan(model, pruner.graph_, PruningPlan({group.id: (u,)}))(x), data[0][1]).mean()
+                              for u in range(group.size)])
+    ranks = lambda t: t.argsort().argsort().double()  # noqa: E731
+    rho = float(torch.corrcoef(torch.stack([ranks(pruner.scores_[group.id]), ranks(oracle)]))[0, 1])
+    assert rho > 0.9  # one projection over 32 samples ranks like the exact loss increase
+    assert pruner.transform(model).net[1].out_features == 8

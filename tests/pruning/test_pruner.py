@@ -138,7 +138,8 @@ def test_attention_heads_are_scored_by_mask_gradient_and_pruned():
 
 
 @pytest.mark.parametrize("criterion", ["l1", "l2", "taylor", "taylor_batch", "taylor_weight", "taylor_elementwise", "gradient",
-                                       "obd", "obd_weight", "obd_weight_hutchinson", "fisher", "fisher_weight",
+                                       "obd", "output_sensitivity", "obd_weight", "obd_weight_hutchinson", "fisher",
+                                       "fisher_weight",
                                        "apoz", "activation", "random", "lamp"])
 def test_every_criterion_prunes_a_residual_cnn_globally(criterion):
     torch.manual_seed(0)

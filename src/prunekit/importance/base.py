@@ -21,7 +21,7 @@ from prunekit.registry import Registry
 if TYPE_CHECKING:
     from prunekit.importance.gates import GateStats
 
-REQUIREMENTS = frozenset({"weights", "grads", "activations", "hessian", "gates", "gate_hessian"})
+REQUIREMENTS = frozenset({"weights", "grads", "activations", "hessian", "gates", "gate_hessian", "gate_ggn"})
 DATA_DRIVEN = REQUIREMENTS - {"weights"}
 ROLES = ("out", "in", "norm", "param")
 

@@ -36,10 +36,10 @@ def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
     loader : iterable of (inputs, targets)
         Calibration data; inputs may be a tensor, a tuple (positional) or a dict (keywords).
         Only read when ``needs`` goes beyond ``{"weights"}``.
-    needs : subset of {"weights", "grads", "hessian", "gates", "gate_hessian", "activations"}
+    needs : subset of {"weights", "grads", "hessian", "gates", "gate_hessian", "gate_ggn", "activations"}
         Usually the union of the criteria's ``requires``. ``grads``/``hessian``: per weight tensor.
-        ``gates``/``gate_hessian``/``activations``: per group, at its gate sites
-        (:mod:`prunekit.importance.gates`).
+        ``gates``/``gate_hessian``/``gate_ggn``/``activations``: per group, at its gate sites
+        (:mod:`prunekit.importance.gates`); ``gate_ggn`` and ``activations`` need no loss.
     loss_fn : callable(outputs, targets) -> tensor, optional
         Default cross-entropy. Any differentiable loss works, e.g. a distance to a dense teacher's
         outputs passed as the targets. It returns either the batch *mean* (a scalar, as
@@ -51,7 +51,7 @@ def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
         The groups to gate (``graph.prunable_groups()``). Default: built from the first batch's
         inputs with :func:`prunekit.dependency.build_graph` (same ids as any graph of the model).
     hutchinson_samples : int
-        Rademacher probes per batch for the Hessian diagonals (weights and gates).
+        Rademacher probes per batch for the Hessian diagonals (weights and gates) and ``gate_ggn``.
     seed : int
         Seeds the Rademacher probes.
     """
@@ -77,7 +77,8 @@ def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
         )
     loss_fn = loss_fn if loss_fn is not None else F.cross_entropy
     want_param_grad = bool(needs & {"grads", "hessian"})
-    want_gates = bool(needs & {"gates", "gate_hessian"})
+    want_gates = bool(needs & {"gates", "gate_hessian", "gate_ggn"})
+    want_loss = want_param_grad or bool(needs & {"gates", "gate_hessian"})
     gated = want_gates or "activations" in needs
     unique: dict[int, tuple[nn.Parameter, list[str]]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
@@ -107,11 +108,17 @@ def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
                 recorder.gates = {}
             with torch.set_grad_enabled(want_param_grad or want_gates):
                 outputs = run_batch(model, inputs, _device(model))
-                if want_param_grad or want_gates:
+                gates = recorder.gates if recorder is not None and want_gates else {}
+                if "gate_ggn" in needs and gates:
+                    _output_sensitivity(outputs, gates, hutchinson_samples, generator, gate_stats,
+                                        retain=want_loss)
+                if want_loss:
                     loss = loss_fn(outputs, to_device(targets, _device(model)))
-                    gates = recorder.gates if recorder is not None and want_gates else {}
                     _backward(loss, params if want_param_grad else [], gates, needs, hutchinson_samples,
                               generator, sums, gate_stats)
+                for gid, gate in gates.items():
+                    gate_stats[gid].samples += gate.shape[0]
+                    gate_stats[gid].batches += 1
             n += 1
             ctx.n_samples += _batch_size(inputs)
     finally:
@@ -194,8 +201,6 @@ def _backward(loss: torch.Tensor, params: list[nn.Parameter], gates: dict[str, t
         stats.g2_sum += (g64 * g64).sum(0)
         stats.abs_sum += g64.abs().sum(0)
         stats.batch_mean_sq += g64.mean(0) ** 2
-        stats.samples += n
-        stats.batches += 1
     if gate_hessian:
         _gate_hutchinson(gate_items, gate_grads, probes, generator, gate_stats, retain=weight_hessian)
     if not weight_hessian:
@@ -209,6 +214,32 @@ def _backward(loss: torch.Tensor, params: list[nn.Parameter], gates: dict[str, t
             _add(sums["h"], p, (v * hv / probes) if hv is not None else torch.zeros_like(p))
     for p in params:  # parameters with no second-order path get a zero Hessian estimate
         sums["h"].setdefault(id(p), torch.zeros_like(p, dtype=torch.float32))
+
+
+def _output_sensitivity(outputs: Any, gates: dict[str, torch.Tensor], probes: int, generator: torch.Generator,
+                        gate_stats: dict[str, GateStats], *, retain: bool) -> None:
+    """``sum_n |dy_n/dgate|^2`` per unit, the Gauss-Newton diagonal of a squared distance to the outputs.
+
+    With Rademacher ``z`` over the outputs, ``E_z[(z . dy_n/dgate)^2] = |dy_n/dgate|^2``; samples do
+    not interact, so one backward of ``sum_n z_n . y_n`` gives every sample's projection. Unlike
+    Hutchinson on the gate Hessian, the estimate is never negative and has no cross-unit terms.
+    Needs no loss and no targets.
+    """
+    from prunekit.tracing import iter_tensors
+
+    ys = [y for y in iter_tensors(outputs) if y.is_floating_point() and y.requires_grad]
+    items = list(gates.items())
+    if not ys or not items:
+        return
+    n_samples = items[0][1].shape[0]
+    for k in range(probes):
+        zs = [(torch.randint(0, 2, y.shape, generator=generator) * 2 - 1).to(y) for y in ys]
+        total = sum((y * z).sum() for y, z in zip(ys, zs))
+        grads = torch.autograd.grad(total, [g for _, g in items], retain_graph=retain or k < probes - 1,
+                                    allow_unused=True)
+        for (gid, gate), g in zip(items, grads):
+            if g is not None and gate.shape[0] == n_samples:
+                gate_stats[gid].ggn_sum += (g.detach().double().cpu() ** 2).sum(0) / probes
 
 
 def _gate_hutchinson(gate_items: list, gate_grads: tuple, probes: int, generator: torch.Generator,

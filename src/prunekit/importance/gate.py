@@ -19,11 +19,18 @@ the unit (gate 1 -> 0) is ``-g_n + H_n / 2 - ...`` per sample. The criteria:
   probes of the per-sample gate Hessian. It stays informative when every first-order term is
   exactly zero (a distance to a dense teacher's output at the dense model), because there the
   Hessian is the Gauss-Newton ``J^T J`` of the distance.
+* ``output_sensitivity``: ``0.5 * E_n[|dy_n/dgate|^2]`` over all model outputs ``y``, the
+  Gauss-Newton diagonal. For a squared distance to the dense outputs it is that loss's exact
+  curvature at the dense model (so the second-order loss increase of removing the unit), like
+  ``obd`` there but never negative and without Hutchinson's cross-unit noise (random projections of
+  the outputs instead of the gates). It needs no loss and no targets: the criterion for losses
+  whose gradient vanishes at the dense model (distillation to a dense teacher).
 * :class:`TaylorFirstOrder` ``-E_n[g_n]``, the signed first-order estimate of the loss increase
   (exact when the loss is linear in the gate) and :class:`TaylorSecondOrder`
   ``-E_n[g_n] + 0.5 E_n[H_n]``: estimates of the single-unit loss change, not registered as
-  pruning criteria because one-shot they prune worse than random (units whose removal lowers the
-  training loss to first order go first, and removing many of them together breaks the model).
+  pruning criteria because one-shot they prune worse than random in ``docs/criteria.md`` (units
+  whose removal lowers the training loss to first order go first, and removing many of them
+  together breaks the model).
 """
 
 from __future__ import annotations
@@ -119,6 +126,18 @@ class GateOBD(_GateCriterion):
         return 0.5 * stats.hessian
 
 
+class OutputSensitivity(_GateCriterion):
+    """``0.5 * E_n[|dy_n/dgate|^2]``, the Gauss-Newton curvature of the outputs in the gate; see the module doc."""
+
+    name = "output_sensitivity"
+    requires = frozenset({"gate_ggn"})
+    constant_reason = ("the model outputs do not depend on these units at all (every output Jacobian "
+                       "column is 0)")
+
+    def score(self, stats: GateStats) -> torch.Tensor:
+        return 0.5 * stats.output_sensitivity
+
+
 class TaylorSecondOrder(_GateCriterion):
     """``-E_n[g_n] + 0.5 * E_n[H_n]``: the second-order estimate of the loss increase."""
 
@@ -133,3 +152,4 @@ CRITERIA.register("taylor")(GateTaylor)
 CRITERIA.register("taylor_batch")(lambda **_: GateTaylor("batch"))
 CRITERIA.register("fisher")(GateFisher)
 CRITERIA.register("obd")(GateOBD)
+CRITERIA.register("output_sensitivity")(OutputSensitivity)

@@ -60,6 +60,7 @@ class GateStats:
     batch_mean_sq: torch.Tensor  # (units,) float64
     h_sum: torch.Tensor  # (units,) float64
     abs_sum: torch.Tensor | None = None  # (units,) float64, sum of |g_n|
+    ggn_sum: torch.Tensor | None = None  # (units,) float64, sum over samples of |dy_n/dgate|^2 (estimate)
     samples: int = 0
     batches: int = 0
     sites: tuple[str, ...] = ()  # "kind:module" of every site that fired
@@ -67,7 +68,7 @@ class GateStats:
     @classmethod
     def zeros(cls, size: int) -> GateStats:
         z = lambda: torch.zeros(size, dtype=torch.float64)  # noqa: E731
-        return cls(z(), z(), z(), z(), z())
+        return cls(z(), z(), z(), z(), z(), z())
 
     @property
     def mean(self) -> torch.Tensor:
@@ -80,6 +81,10 @@ class GateStats:
     @property
     def hessian(self) -> torch.Tensor:
         return self.h_sum / max(self.samples, 1)
+
+    @property
+    def output_sensitivity(self) -> torch.Tensor:
+        return self.ggn_sum / max(self.samples, 1)
 
 
 def channel_axis(module: nn.Module) -> int:

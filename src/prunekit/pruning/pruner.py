@@ -44,7 +44,9 @@ class StructuredPruner:
     normalizer : str or callable
         Per-group score normalization for the global ranking.
     loss_fn, batches, cost, seed
-        Calibration loss (default cross-entropy), batches to use, custom cost, random seed.
+        Calibration loss (default cross-entropy; any ``loss_fn(outputs, targets)``, see
+        :func:`prunekit.importance.collect`; ``output_sensitivity`` and ``activation`` use none),
+        batches to use, custom cost, random seed.
 
     Attributes
     ----------

@@ -22,7 +22,7 @@ def test_local_l2_keeps_the_highest_scored_units_and_their_weights(mlp):
     w1, w2 = mlp.net[1].weight.detach(), mlp.net[3].weight.detach()
     scores = (w1.norm(dim=1) + w2.norm(dim=0)) / 2  # (16,) mean of the two slots' L2 norms
     kept = torch.sort(torch.argsort(scores, descending=True)[:8]).values
-    pruner = StructuredPruner(target="channels", scope="local", ratio=0.5).fit(mlp, torch.randn(1, 8))
+    pruner = StructuredPruner(criterion="l2", target="channels", scope="local", ratio=0.5).fit(mlp, torch.randn(1, 8))
     small = pruner.transform(mlp)
     assert small.net[1].out_features == 8 and mlp.net[1].out_features == 16
     torch.testing.assert_close(small.net[1].weight, w1[kept])
@@ -33,7 +33,7 @@ def test_local_l2_keeps_the_highest_scored_units_and_their_weights(mlp):
 
 def test_fit_leaves_the_model_alone_and_inplace_transform_edits_it(mlp):
     before = {k: v.clone() for k, v in mlp.state_dict().items()}
-    pruner = StructuredPruner(target="channels", scope="local", ratio=0.25, round_to=None).fit(mlp, torch.randn(1, 8))
+    pruner = StructuredPruner(criterion="l2", target="channels", scope="local", ratio=0.25, round_to=None).fit(mlp, torch.randn(1, 8))
     assert all(torch.equal(before[k], v) for k, v in mlp.state_dict().items())
     out = pruner.transform(mlp, inplace=True)
     assert out is mlp and mlp.net[1].out_features == 12
@@ -75,7 +75,7 @@ def test_mac_target_is_met_within_one_rounding_step():
     torch.manual_seed(0)
     model, x = DigitsCNN(width=16), torch.randn(1, 1, 8, 8)
     base = count_macs(model, x).total
-    pruner = StructuredPruner(ratio=0.4, target="macs", scope="global", round_to=4).fit(model, x)
+    pruner = StructuredPruner(criterion="l2", ratio=0.4, target="macs", scope="global", round_to=4).fit(model, x)
     small = pruner.transform(model)
     achieved = 1 - count_macs(small, x).total / base
     assert achieved == pytest.approx(pruner.plan_.meta["achieved"])
@@ -89,7 +89,7 @@ def test_mac_target_is_met_within_one_rounding_step():
 def test_params_target_and_ignore():
     torch.manual_seed(0)
     model, x = DigitsCNN(width=8), torch.randn(1, 1, 8, 8)
-    pruner = StructuredPruner(ratio=0.3, target="params", scope="local", ignore=("head",)).fit(model, x)
+    pruner = StructuredPruner(criterion="l2", ratio=0.3, target="params", scope="local", ignore=("head",)).fit(model, x)
     assert "head.1.weight:0" not in pruner.plan_.removed
     reached = 1 - count_params(pruner.transform(model)) / count_params(model)
     assert reached == pytest.approx(pruner.plan_.meta["achieved"])

@@ -116,6 +116,6 @@ def test_unverifiable_groups_are_left_whole_and_the_rest_is_pruned():
     assert list(dropped) == ["fc.weight:0"] and "failed to run" in dropped["fc.weight:0"]
     assert "fc2.weight:0" in kept_plan.removed
     with pytest.warns(UserWarning, match="left whole because cutting them breaks the model"):
-        pruner = StructuredPruner(target="channels", scope="local", ratio=0.5, round_to=None).fit(model, x)
+        pruner = StructuredPruner(criterion="l2", target="channels", scope="local", ratio=0.5, round_to=None).fit(model, x)
         small = pruner.transform(model)
     assert small.fc.out_features == 16 and small.fc2.out_features == 8 and small(x).shape == (2, 4)

@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 def test_train_only_head_is_pruned_with_its_producer() -> None:
     torch.manual_seed(0)
     model, x = AuxHead().eval(), torch.randn(2, 3, 8, 8)
-    small = StructuredPruner(ratio=0.5, target="channels", scope="local").fit(model, x).transform(model)
+    small = StructuredPruner(criterion="l2", ratio=0.5, target="channels", scope="local").fit(model, x).transform(model)
     assert small.c1.out_channels == 8 and small.aux.in_features == 8  # the aux head follows conv c1
     out = train_step(small, x)
     assert [tuple(t.shape) for t in out] == [(2, 10), (2, 10)]
@@ -91,5 +91,5 @@ def test_model_without_backward_is_verified_forward_only() -> None:
     graph = build_graph(model, x)
     assert graph.train_output_shapes == [(2, 2)] and not graph.train_backward
     assert "backward fails" in graph.train_note and "floor_divide" in graph.train_note
-    small = StructuredPruner(ratio=0.5).fit(model, x).transform(model)  # the train forward is still checked
+    small = StructuredPruner(criterion="l2", ratio=0.5).fit(model, x).transform(model)  # the train forward is still checked
     assert small.a.out_features == 4 and all(p.grad is None for p in model.parameters())

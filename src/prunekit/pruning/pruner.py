@@ -59,7 +59,7 @@ class StructuredPruner:
     >>> import torch
     >>> from prunekit.models.builtin import MLP
     >>> model = MLP(in_features=8, hidden=(16,), num_classes=3)
-    >>> small = StructuredPruner(ratio=0.5, target="channels", scope="local").fit(model, torch.randn(1, 8)).transform(model)
+    >>> small = StructuredPruner(criterion="l2", ratio=0.5, target="channels", scope="local").fit(model, torch.randn(1, 8)).transform(model)
     >>> small.net[1].out_features
     8
     """

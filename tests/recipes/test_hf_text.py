@@ -95,6 +95,9 @@ def test_recipe_hf_and_text_go_together(checkpoint, tmp_path):
         recipe_from_dict({"name": "x", "model": {"hf": str(checkpoint)}, "data": {"builtin": "digits"}})
     with pytest.raises(RecipeError, match="data.task: embedding needs model.hf and data.text"):
         recipe_from_dict({"name": "x", "model": {"builtin": "mlp"}, "data": {"builtin": "digits", "task": "embedding"}})
+    with pytest.raises(RecipeError, match="pruning.vocabulary: corpus needs a model.hf encoder"):
+        recipe_from_dict({"name": "x", "model": {"builtin": "mlp"}, "data": {"builtin": "digits"},
+                          "pruning": {"vocabulary": "corpus"}})
 
 
 def test_embedding_recipe_end_to_end(checkpoint, tmp_path):

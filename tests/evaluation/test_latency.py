@@ -131,3 +131,27 @@ def test_speedup_and_validation() -> None:
 
 def test_physical_cores_is_at_least_one() -> None:
     assert 1 <= physical_cores() <= (torch.multiprocessing.cpu_count() or 1)
+
+
+class _TokenSession:
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def get_inputs(self):
+        return [SimpleNamespace(name=n, type="tensor(int64)") for n in ("input_ids", "attention_mask")]
+
+    def run(self, outputs, feed):
+        self.log.append({k: (v.shape, v.dtype, int(v.min()), int(v.max())) for k, v in feed.items()})
+        return [feed["input_ids"]]
+
+
+def test_onnx_latency_feeds_token_graphs_every_token_input() -> None:
+    log: list = []
+    result = onnx_latency({"bert": "b.onnx"}, input_shape=(16,), batch_sizes=(1, 8), warmup=0, runs=2,
+                          vocab_size=3000, make_session=lambda p, o: _TokenSession(log))
+    assert set(result["bert"]) == {1, 8}
+    ids_shape, ids_dtype, low, high = log[-1]["input_ids"]
+    assert ids_shape == (8, 16) and ids_dtype == np.int64 and 1000 <= low and high < 3000
+    assert log[-1]["attention_mask"] == ((8, 16), np.int64, 1, 1)
+    with pytest.raises(InvalidParameterError, match=r"takes token ids \['input_ids', 'attention_mask'\]: pass vocab_size"):
+        onnx_latency({"bert": "b.onnx"}, input_shape=(16,), batch_sizes=(1,), make_session=lambda p, o: _TokenSession([]))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from prunekit.errors import InvalidParameterError
-from prunekit.evaluation.token_latency import (onnx_token_latency, shape_label, token_feed, token_speedups,
+from prunekit.evaluation.token_latency import (onnx_token_latency, shape_label, token_feed, token_latency, token_speedups,
                                                torch_token_latency)
 
 
@@ -86,3 +86,24 @@ def test_torch_token_latency_runs_keyword_models_and_restores_state() -> None:
     assert result["bag"][shape_label((2, 5))]["runs"] == 2
     assert model.calls == [((2, 5), False)] * 3 and model.training
     assert torch.get_num_threads() == threads
+
+
+def test_onnx_and_torch_models_are_timed_in_one_alternating_loop() -> None:
+    order: list[str] = []
+
+    class Session(_FakeSession):
+        def run(self, _outputs, feed):  # noqa: ANN001
+            order.append("onnx")
+            return super().run(_outputs, feed)
+
+    class Echo(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            order.append("torch")
+            return input_ids * attention_mask
+
+    result = token_latency(onnx={"ort": "x"}, torch_models={"eager": Echo()}, vocab_size=50, shapes=((1, 4),),
+                           warmup=0, runs=2, threads=1, make_session=lambda _p, _o: Session(("input_ids",)))
+    assert set(result) == {"ort", "eager"}
+    assert order == ["onnx", "torch", "onnx", "torch", "torch", "onnx"]  # checks, then rounds flip the order
+    with pytest.raises(InvalidParameterError, match=r"names \['m'\] twice"):
+        token_latency(onnx={"m": "x"}, torch_models={"m": Echo()}, vocab_size=5)

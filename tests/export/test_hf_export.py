@@ -66,7 +66,8 @@ def test_fixed_sequence_export_is_caught(tmp_path: Path) -> None:
     model = TokenModel(tiny_bert())
     example = random_token_inputs(("input_ids", "attention_mask", "token_type_ids"), 2, 16, vocab_size=VOCAB, pad=True)
     path = export_onnx(model, example, tmp_path / "fixed.onnx", input_names=tuple(example),
-                       output_names=("last_hidden_state",))  # batch axis only: sequence fixed at 16
+                       output_names=("last_hidden_state",),
+                       dynamic_axes={n: {0: "batch"} for n in (*example, "last_hidden_state")})  # sequence fixed
     with pytest.raises(ExportError, match=r"fails at \(batch, seq\)=\(1, 7\)"):
         verify_token_model(model, path, check_shapes=((1, 7),))
     assert verify_token_model(model, path, check_shapes=((3, 16),))[(3, 16)] <= 1e-4
@@ -102,3 +103,22 @@ def test_distilbert_exports_without_token_types(tmp_path: Path) -> None:
     result = export_token_model(model, tmp_path / "d.onnx", check_shapes=((1, 3), (5, 21)))
     assert result.input_names == ("input_ids", "attention_mask")
     assert max(result.max_abs_diff.values()) <= 1e-4
+
+
+def test_keyword_inputs_in_tokenizer_order_keep_their_names(tmp_path: Path) -> None:
+    """A tokenizer yields input_ids, token_type_ids, attention_mask; the forward takes another order."""
+    model = TokenModel(tiny_bert(), "sentence_embedding")
+    ordered = random_token_inputs(("input_ids", "attention_mask", "token_type_ids"), 2, 10, vocab_size=VOCAB, pad=True)
+    example = {k: ordered[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    path = export_onnx(model, example, tmp_path / "tok.onnx", output_names=("sentence_embedding",),
+                       dynamic_axes={n: {0: "batch", 1: "sequence"} for n in example})
+    assert verify_token_model(model, path, check_shapes=((3, 12),))[(3, 12)] <= 1e-4
+
+
+def test_export_onnx_gives_token_dicts_a_sequence_axis_by_default(tmp_path: Path) -> None:
+    model = TokenModel(tiny_bert())
+    example = random_token_inputs(("input_ids", "attention_mask"), 1, 6, vocab_size=VOCAB, pad=True)
+    path = export_onnx(model, example, tmp_path / "auto.onnx", output_names=("last_hidden_state",))
+    assert _dims(path)["attention_mask"] == ["batch", "sequence"]
+    assert _dims(path)["last_hidden_state"][:2] == ["batch", "sequence"]
+    assert max(verify_token_model(model, path, check_shapes=((4, 19), (1, 2))).values()) <= 1e-4

@@ -86,7 +86,7 @@ def summarize(seconds: Sequence[float], *, batch_size: int) -> dict[str, float]:
 def onnx_latency(models: Mapping[str, str | Path], *, input_shape: Sequence[int],
                  batch_sizes: Sequence[int] = (1, 32), warmup: int = 10, runs: int = 50,
                  threads: int | None = None, seed: int = 0,
-                 make_session: Callable[[str, Any], Any] | None = None) -> Timings:
+                 make_session: Callable[[str, Any], Any] | None = None, vocab_size: int | None = None) -> Timings:
     """ONNX Runtime CPU latency of several models, measured together and alternating.
 
     Parameters
@@ -106,6 +106,10 @@ def onnx_latency(models: Mapping[str, str | Path], *, input_shape: Sequence[int]
     make_session : callable, optional
         ``(path, session_options) -> session`` with ORT's ``get_inputs``/``run``; default
         ``onnxruntime.InferenceSession`` on ``CPUExecutionProvider``. A seam for tests.
+    vocab_size : int, optional
+        For token models: a graph whose inputs are all int64 token inputs (``input_ids``,
+        ``attention_mask``, ``token_type_ids``) is fed every one of them, ids below ``vocab_size``,
+        with ``input_shape = (seq,)`` (see :mod:`prunekit.evaluation.token_latency`).
 
     Returns
     -------
@@ -136,7 +140,9 @@ def onnx_latency(models: Mapping[str, str | Path], *, input_shape: Sequence[int]
         runners = {}
         for name, session in sessions.items():
             first = session.get_inputs()[0]
-            feed = {first.name: batch_np.astype(_ORT_DTYPES.get(first.type, np.float32))}
+            feed = _token_feed(name, session, batch, input_shape, vocab_size, seed)
+            if feed is None:
+                feed = {first.name: batch_np.astype(_ORT_DTYPES.get(first.type, np.float32))}
             _try_once(name, batch, lambda s=session, f=feed: s.run(None, f))
             runners[name] = lambda s=session, f=feed: s.run(None, f)
         for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs).items():
@@ -202,6 +208,23 @@ def speedups(timings: Timings, *, baseline: str, stat: str = "p50_ms") -> dict[s
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def _token_feed(name: str, session: Any, batch: int, input_shape: Sequence[int], vocab_size: int | None,
+                seed: int) -> dict[str, np.ndarray] | None:
+    """Token ids for a graph whose inputs are all int64 token inputs, else None (float feed)."""
+    from prunekit.export.hf import TOKEN_INPUTS
+
+    inputs = session.get_inputs()
+    if not all(i.type == "tensor(int64)" and i.name in TOKEN_INPUTS for i in inputs):
+        return None
+    if vocab_size is None or len(input_shape) != 1:
+        raise InvalidParameterError(
+            f"model '{name}' takes token ids {[i.name for i in inputs]}: pass vocab_size=<tokenizer vocabulary> "
+            f"and input_shape=(sequence_length,). Got vocab_size={vocab_size!r}, input_shape={tuple(input_shape)!r}.")
+    from prunekit.evaluation.token_latency import token_feed
+
+    return token_feed([i.name for i in inputs], batch, int(input_shape[0]), vocab_size=vocab_size, seed=seed)
 
 
 def _torch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:

@@ -56,23 +56,64 @@ def _check_shapes(shapes: Sequence[Shape]) -> list[Shape]:
     return out  # type: ignore[return-value]
 
 
-def onnx_token_latency(models: Mapping[str, str | Path], *, vocab_size: int,
-                       shapes: Sequence[Shape] = DEFAULT_SHAPES, warmup: int = 10, runs: int = 50,
-                       threads: int | None = None, seed: int = 0,
-                       make_session: Callable[[str, Any], Any] | None = None) -> TokenTimings:
-    """ONNX Runtime CPU latency of token models at each (batch, seq), alternating between models.
+def token_latency(*, onnx: Mapping[str, str | Path] | None = None, torch_models: Mapping[str, nn.Module] | None = None,
+                  vocab_size: int, shapes: Sequence[Shape] = DEFAULT_SHAPES, warmup: int = 10, runs: int = 50,
+                  threads: int | None = None, seed: int = 0, torch_inputs: Sequence[str] = ("input_ids", "attention_mask"),
+                  make_session: Callable[[str, Any], Any] | None = None) -> TokenTimings:
+    """CPU latency of token models at each (batch, seq): ONNX Runtime files and PyTorch modules in ONE loop.
 
-    Every model gets the same ids at a shape; each is fed the inputs its graph declares.
+    Every model is fed the same ids at a shape (ONNX graphs get the inputs they declare, torch
+    modules ``torch_inputs`` as keywords) and timed alternating with all the others, so ORT
+    fp32, ORT int8 and ``torch.ao`` int8 can be compared side by side. ORT sessions and torch
+    use ``threads`` intra-op threads (default :func:`physical_cores`); torch's thread count and
+    the modules' training flags are restored afterwards.
+
     Returns ``result[name]["BxS"]`` -> :func:`prunekit.evaluation.latency.summarize` stats
     (``throughput_per_s`` counts sequences).
     """
+    onnx, torch_models = dict(onnx or {}), dict(torch_models or {})
+    if not onnx and not torch_models:
+        raise InvalidParameterError("token latency needs at least one model in 'onnx' or 'torch_models'. Got none.")
+    clash = sorted(set(onnx) & set(torch_models))
+    if clash:
+        raise InvalidParameterError(f"token latency got the names {clash} twice: name ONNX and torch models apart")
+    checked = _check_shapes(shapes)
+    n_threads = int(threads) if threads is not None else physical_cores()
+    sessions = _sessions(onnx, n_threads, make_session)
+    previous = torch.get_num_threads()
+    flags = {name: m.training for name, m in torch_models.items()}
+    torch.set_num_threads(n_threads)
+    try:
+        result: TokenTimings = {name: {} for name in (*onnx, *torch_models)}
+        for batch, seq in checked:
+            runners: dict[str, Callable[[], Any]] = {}
+            for name, session in sessions.items():
+                feed = token_feed([i.name for i in session.get_inputs()], batch, seq, vocab_size=vocab_size, seed=seed)
+                runners[name] = lambda s=session, f=feed: s.run(None, f)
+            torch_feed = {k: torch.from_numpy(v) for k, v in
+                          token_feed(torch_inputs, batch, seq, vocab_size=vocab_size, seed=seed).items()} if torch_models else {}
+            for name, model in torch_models.items():
+                model.eval()
+                runners[name] = _torch_runner(model, torch_feed)
+            for name, run in runners.items():
+                _try_once(name, (batch, seq), run)
+            for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs).items():
+                result[name][shape_label((batch, seq))] = summarize(seconds, batch_size=batch)
+        return result
+    finally:
+        torch.set_num_threads(previous)
+        for name, model in torch_models.items():
+            model.train(flags[name])
+
+
+def _sessions(paths: Mapping[str, str | Path], threads: int,
+              make_session: Callable[[str, Any], Any] | None) -> dict[str, Any]:
+    if not paths:
+        return {}
     import onnxruntime as ort
 
-    if not models:
-        raise InvalidParameterError("token latency needs at least one model in 'models'. Got an empty mapping.")
-    checked = _check_shapes(shapes)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads) if threads is not None else physical_cores()
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -81,52 +122,22 @@ def onnx_token_latency(models: Mapping[str, str | Path], *, vocab_size: int,
             if not Path(path).is_file():
                 raise SourceError(f"ONNX model at '{path}' does not exist: export it first or fix the path")
             return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-    sessions = {name: make_session(str(p), options) for name, p in models.items()}
-    result: TokenTimings = {name: {} for name in models}
-    for batch, seq in checked:
-        runners = {}
-        for name, session in sessions.items():
-            names = [i.name for i in session.get_inputs()]
-            feed = token_feed(names, batch, seq, vocab_size=vocab_size, seed=seed)
-            runners[name] = lambda s=session, f=feed: s.run(None, f)
-            _try_once(name, (batch, seq), runners[name])
-        for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs).items():
-            result[name][shape_label((batch, seq))] = summarize(seconds, batch_size=batch)
-    return result
+    return {name: make_session(str(p), options) for name, p in paths.items()}
 
 
-def torch_token_latency(models: Mapping[str, nn.Module], *, vocab_size: int,
-                        input_names: Sequence[str] = ("input_ids", "attention_mask"),
-                        shapes: Sequence[Shape] = DEFAULT_SHAPES, warmup: int = 10, runs: int = 50,
-                        threads: int | None = None, seed: int = 0) -> TokenTimings:
-    """PyTorch eager latency of token models (keyword inputs), laid out like :func:`onnx_token_latency`.
-
-    For comparing with ``torch.ao`` dynamic quantization, which runs only in PyTorch. Models run in
-    eval mode under ``inference_mode``; training flags and the torch thread count are restored.
-    """
+def onnx_token_latency(models: Mapping[str, str | Path], **kwargs: Any) -> TokenTimings:
+    """:func:`token_latency` of ONNX files only (same keyword arguments)."""
     if not models:
         raise InvalidParameterError("token latency needs at least one model in 'models'. Got an empty mapping.")
-    checked = _check_shapes(shapes)
-    previous = torch.get_num_threads()
-    flags = {name: m.training for name, m in models.items()}
-    torch.set_num_threads(int(threads) if threads is not None else physical_cores())
-    try:
-        result: TokenTimings = {name: {} for name in models}
-        for batch, seq in checked:
-            feed = {k: torch.from_numpy(v) for k, v in
-                    token_feed(input_names, batch, seq, vocab_size=vocab_size, seed=seed).items()}
-            runners = {}
-            for name, model in models.items():
-                model.eval()
-                runners[name] = _torch_runner(model, feed)
-                _try_once(name, (batch, seq), runners[name])
-            for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs).items():
-                result[name][shape_label((batch, seq))] = summarize(seconds, batch_size=batch)
-        return result
-    finally:
-        torch.set_num_threads(previous)
-        for name, model in models.items():
-            model.train(flags[name])
+    return token_latency(onnx=models, **kwargs)
+
+
+def torch_token_latency(models: Mapping[str, nn.Module], *, input_names: Sequence[str] = ("input_ids", "attention_mask"),
+                        **kwargs: Any) -> TokenTimings:
+    """:func:`token_latency` of PyTorch modules only, fed ``input_names`` as keywords."""
+    if not models:
+        raise InvalidParameterError("token latency needs at least one model in 'models'. Got an empty mapping.")
+    return token_latency(torch_models=models, torch_inputs=input_names, **kwargs)
 
 
 def token_speedups(timings: TokenTimings, *, baseline: str, stat: str = "p50_ms") -> dict[str, dict[str, float]]:

@@ -142,6 +142,36 @@ def vocab_size_of(model: nn.Module) -> int:
     return int(vocab)
 
 
+def token_dynamic_axes(model: nn.Module, example: Any, output_names: Sequence[str] = ("output",)
+                       ) -> dict[str, dict[int, str]] | None:
+    """Dynamic ``batch`` and ``sequence`` axes when ``example`` is token ids, else None.
+
+    Token ids are a dict of 2-D integer tensors (``input_ids``, ``attention_mask``...). Every input
+    gets ``{0: "batch", 1: "sequence"}``; each named output gets ``batch``, plus ``sequence`` on
+    axis 1 when it has the example's length there (hidden states, not a pooled vector or logits).
+    The model is run once on ``example`` (eval mode, no gradients) to see its outputs.
+    """
+    from prunekit.tracing import call_model, iter_tensors
+
+    if not isinstance(example, Mapping) or not example:
+        return None
+    tensors = list(example.values())
+    if not all(isinstance(t, torch.Tensor) and t.dim() == 2 and not t.is_floating_point() for t in tensors):
+        return None
+    seq = tensors[0].shape[1]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = list(iter_tensors(call_model(model, dict(example))))
+    finally:
+        model.train(was_training)
+    axes = {name: {0: "batch", 1: "sequence"} for name in example}
+    for name, out in zip(output_names, outputs):
+        axes[name] = {0: "batch", 1: "sequence"} if out.dim() >= 2 and out.shape[1] == seq else {0: "batch"}
+    return axes
+
+
 @dataclass(frozen=True)
 class TokenExport:
     """An exported token model and its proof: max |ONNX - PyTorch| at each checked (batch, seq)."""

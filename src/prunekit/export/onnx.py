@@ -73,9 +73,11 @@ def export_onnx(
     input_names
         Defaults to ``("input",)`` for one tensor, the dict keys for kwargs.
     dynamic_axes
-        ``{input or output name: {axis: symbol}}``, e.g. ``{"input_ids": {0: "batch", 1: "sequence"}}``
-        for token models; replaces the axes ``dynamic_batch`` would mark. Axes sharing a symbol must
-        have equal sizes at run time.
+        ``{input or output name: {axis: symbol}}``, e.g. ``{"input_ids": {0: "batch", 1: "sequence"}}``;
+        replaces the axes ``dynamic_batch`` would mark. Axes sharing a symbol must have equal sizes
+        at run time. Default with ``dynamic_batch``: token ids (a dict of 2-D integer tensors) get
+        ``batch`` and ``sequence`` axes (:func:`prunekit.export.hf.token_dynamic_axes`), anything
+        else a ``batch`` axis.
 
     Raises
     ------
@@ -90,6 +92,13 @@ def export_onnx(
         raise ExportError(
             f"export_onnx got {len(names)} input_names for {len(args) + len(kwargs)} inputs: give one name per input"
         )
+    kwargs, names = _in_signature_order(model, args, kwargs, names)
+    if dynamic_axes is None and dynamic_batch and kwargs and not args:
+        from prunekit.export.hf import token_dynamic_axes
+
+        token_axes = token_dynamic_axes(model, kwargs, tuple(output_names))
+        dynamic_axes = {names[i]: token_axes[k] for i, k in enumerate(kwargs)} | {
+            o: token_axes[o] for o in output_names if o in token_axes} if token_axes else None
     axes = _resolve_axes(dynamic_axes, dynamic_batch, names, tuple(output_names))
     was_training = model.training
     model.eval()
@@ -112,6 +121,27 @@ def export_onnx(
             os.unlink(tmp)
         model.train(was_training)
     return path
+
+
+def _in_signature_order(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                        names: tuple[str, ...]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Keyword inputs (and their names) in the order of ``model.forward``'s parameters.
+
+    The TorchScript exporter binds keyword inputs to the graph in signature order but names graph
+    inputs in the order given: a tokenizer's dict (``input_ids, token_type_ids, attention_mask``)
+    for a forward taking ``(input_ids, attention_mask, token_type_ids)`` would swap two inputs.
+    """
+    import inspect
+
+    if len(kwargs) < 2:
+        return kwargs, names
+    params = list(inspect.signature(model.forward).parameters)
+    keys = list(kwargs)
+    if not all(k in params for k in keys):
+        return kwargs, names
+    order = sorted(range(len(keys)), key=lambda i: params.index(keys[i]))
+    kw_names = names[len(args):]
+    return {keys[i]: kwargs[keys[i]] for i in order}, names[:len(args)] + tuple(kw_names[i] for i in order)
 
 
 def _resolve_axes(dynamic_axes: Mapping[str, Mapping[int, str]] | None, dynamic_batch: bool,

@@ -12,7 +12,10 @@ scores go first (ties by index).
 * ``target="params" | "macs" | "cost"``: ``ratio`` is the fraction of the whole model's cost to
   remove; ``measure(plan) -> cost`` prices a candidate plan (the pruner prunes a copy and
   counts) and bisection finds the smallest cut meeting the target, so the result overshoots by
-  at most one removal step (one unit, or one ``round_to`` block).
+  at most one removal step (one unit, or one ``round_to`` block). With ``estimate(plan) -> cost``
+  (:mod:`prunekit.pruning.cost_model`, priced from the graph in microseconds) the bisection runs
+  on the estimate and ``measure`` only re-counts the chosen plan; if the two disagree, the
+  bisection is redone on ``measure`` (``plan.meta["pricing"]`` says which happened).
 """
 
 from __future__ import annotations
@@ -113,7 +116,8 @@ def allocate(groups: Iterable[ChannelGroup], scores: Mapping[str, torch.Tensor],
              scope: Scope = "local", target: Target = "channels",
              measure: Callable[[PruningPlan], float] | None = None, round_to: int | None = None,
              min_keep: int = 1, ignore: Sequence[str] = (), per_module: Mapping[str, float] | None = None,
-             normalizer: str | Callable | None = "mean") -> PruningPlan:
+             normalizer: str | Callable | None = "mean",
+             estimate: Callable[[PruningPlan], float] | None = None) -> PruningPlan:
     """Decide a plan; see the module docstring for the rules.
 
     Parameters
@@ -128,6 +132,8 @@ def allocate(groups: Iterable[ChannelGroup], scores: Mapping[str, torch.Tensor],
         Cost of the model pruned by ``plan``; required for every target but "channels".
     per_module : mapping module name/pattern -> ratio
         Groups whose producers match keep that local ratio and leave the global ranking.
+    estimate : callable(plan) -> float, optional
+        A fast price of a plan; the search runs on it and ``measure`` verifies the result.
     """
     check_ratio(ratio, "ratio", "allocate")
     for name, r in (per_module or {}).items():
@@ -158,7 +164,26 @@ def allocate(groups: Iterable[ChannelGroup], scores: Mapping[str, torch.Tensor],
     if measure is None:
         raise InvalidParameterError(f"target '{target}' needs a measure(plan) -> cost callable to price candidate plans")
     steps = list(range(n_free + 1)) if scope == "global" else _local_steps(free)
-    return _search(steps, plan_for, measure, ratio, target)
+    if estimate is None:
+        return _search(steps, plan_for, measure, ratio, target)
+    return _search_estimated(steps, plan_for, measure, estimate, ratio, target)
+
+
+def _search_estimated(steps: Sequence, plan_for: Callable[[object], PruningPlan],
+                      measure: Callable[[PruningPlan], float], estimate: Callable[[PruningPlan], float],
+                      ratio: float, target: str) -> PruningPlan:
+    """Bisect on ``estimate``; keep the result if ``measure`` agrees on it, else bisect on ``measure``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = _search(steps, plan_for, estimate, ratio, target)
+    chosen = PruningPlan(plan.removed)
+    real, dense = float(measure(chosen)), float(estimate(PruningPlan({})))  # the estimate's dense cost is a real count
+    if abs(real - estimate(chosen)) <= 1e-9 * max(dense, 1.0):
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=3)
+        return PruningPlan(plan.removed, plan.meta | {"achieved": 1 - real / dense, "pricing": "graph estimate, verified"})
+    plan = _search(steps, plan_for, measure, ratio, target)
+    return PruningPlan(plan.removed, plan.meta | {"pricing": f"re-counted (graph estimate was off by {real - estimate(chosen):+.0f})"})
 
 
 def _local_steps(groups: Sequence[ChannelGroup]) -> list[float]:

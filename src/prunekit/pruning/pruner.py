@@ -125,9 +125,14 @@ class StructuredPruner:
             warnings.warn(f"{len(self.skipped_)} group(s) left whole, criterion cannot score them: "
                           f"{next(iter(self.skipped_.values()))}", PrunekitWarning, stacklevel=2)
         measure = None if self.target == "channels" else _measure(model, self.graph_, self._cost_fn(example_inputs))
+        estimate = None
+        if self.target in ("params", "macs"):  # priced from the graph; allocate re-counts the chosen plan
+            from prunekit.pruning.cost_model import graph_cost
+
+            estimate = graph_cost(model, self.graph_, self.target, example_inputs)
         plan = allocate(self.graph_.groups, self.scores_, ratio=self.ratio, scope=self.scope, target=self.target,
                         measure=measure, round_to=self.round_to, min_keep=self.min_keep, ignore=tuple(self.ignore),
-                        per_module=self.per_module, normalizer=self.normalizer)
+                        per_module=self.per_module, normalizer=self.normalizer, estimate=estimate)
         self.plan_ = PruningPlan(plan.removed, plan.meta | {"criterion": repr(criterion)})
         return self
 

@@ -63,6 +63,14 @@ def _batch_feed(example: Example, input_names: Sequence[str], batch: int) -> dic
     return {n: t[:1].repeat(batch, *([1] * (t.dim() - 1))).numpy() for n, t in zip(input_names, tensors)}
 
 
+def token_axes(model: nn.Module, example_input: Example) -> dict[str, dict[int, str]] | None:
+    """The export's dynamic axes for token ids (batch and sequence), else None; see
+    :func:`prunekit.export.hf.token_dynamic_axes` (the output is named ``output``)."""
+    from prunekit.export.hf import token_dynamic_axes
+
+    return token_dynamic_axes(model, example_input, ("output",))
+
+
 def quantize_for_deployment(
     model: nn.Module,
     example_input: Example,
@@ -77,6 +85,7 @@ def quantize_for_deployment(
     repeats: int = 50,
     threads: int = 1,
     per_layer_speed: bool = False,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> QuantResult:
     """Export ``model`` to ONNX, quantize it to int8, check accuracy, time both and choose.
 
@@ -91,6 +100,12 @@ def quantize_for_deployment(
     per_layer_speed
         Also keep in float each Conv/Gemm/MatMul whose int8 version makes the model slower
         (:func:`prunekit.quantization.layer_speed.keep_slow_layers_float`).
+    dynamic_axes
+        Symbolic axes of the export (see :func:`prunekit.export.onnx.export_onnx`). Default: token
+        inputs (a dict of 2-D integer tensors, e.g. ``input_ids``/``attention_mask``) get dynamic
+        ``batch`` and ``sequence`` axes (:func:`token_axes`), anything else a dynamic batch axis.
+        The model must accept the dict keys as keywords and return a tensor (wrap HF models in
+        :class:`prunekit.export.hf.TokenModel`).
 
     Raises
     ------
@@ -105,7 +120,8 @@ def quantize_for_deployment(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     names = default_input_names(example_input)
-    raw = export_onnx(model, example_input, workdir / "model_fp32_raw.onnx", input_names=names)
+    axes = dynamic_axes if dynamic_axes is not None else token_axes(model, example_input)
+    raw = export_onnx(model, example_input, workdir / "model_fp32_raw.onnx", input_names=names, dynamic_axes=axes)
     fp32 = preprocess(raw, workdir / "model_fp32.onnx")
     int8 = workdir / "model_int8.onnx"
     kept: dict[str, str] = {}

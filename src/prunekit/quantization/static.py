@@ -6,8 +6,10 @@ ONNX Runtime lacks (computed by prunekit's observer and passed as range override
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +49,35 @@ def preprocess(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[st
     """ORT's recommended pre-processing (symbolic shapes, graph optimisation), then name every node.
 
     Node names are what fallback and reports refer to, so unnamed nodes get ``<op>_<index>``.
+    ORT's symbolic shape inference gives up on some graphs with dynamic sequence axes (Hugging
+    Face attention-mask code); the ONNX shape inference ORT also runs is then used alone.
     """
-    quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=False)
+    source, target = Path(fp32_path).resolve(), Path(out_path).resolve()
+    try:
+        with _scratch_cwd():  # on failure ORT saves sym_shape_infer_temp.onnx + <uuid>.data into the cwd
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
+    except Exception as exc:  # noqa: BLE001 - ORT raises a bare Exception("Incomplete symbolic shape inference")
+        if "symbolic shape" not in str(exc).lower():
+            raise
+        quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
     model = onnx.load(str(out_path))
     for i, node in enumerate(model.graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{i}"
     onnx.save(model, str(out_path))
     return Path(out_path)
+
+
+@contextlib.contextmanager
+def _scratch_cwd() -> Iterator[None]:
+    """Run in a temporary working directory (removed afterwards), then return to the caller's."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="prunekit-preprocess-") as scratch:
+        os.chdir(scratch)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
 
 
 def quantizable_nodes(model_path: str | os.PathLike[str], spec: QuantSpec,

@@ -368,9 +368,9 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
-        if self.model.hf is not None and self.quantization.enabled:
-            raise PydanticCustomError("prunekit_text", "quantization of model.hf recipes is not wired into the "
-                                      "runner yet; set quantization.enabled: false")
+        if self.model.hf is not None and self.quantization.enabled and self.quantization.mode == "qat":
+            raise PydanticCustomError("prunekit_text", "quantization.mode: qat is not wired for model.hf recipes; "
+                                      "use mode: dynamic (or static)")
         if self.quantization.enabled and self.quantization.mode != "qat" and not self.export.onnx:
             raise PydanticCustomError(
                 "prunekit_cross",

@@ -67,7 +67,6 @@ def task_metric_names(task: str) -> tuple[str, ...]:
 def text_deploy(run: Any, dense: nn.Module, compressed: nn.Module) -> tuple[list, Any, dict[str, str]]:
     """Export both models (dynamic axes, verified), int8 if asked, time them on token ids, score both files."""
     from prunekit.evaluation.complexity import count_macs
-    from prunekit.evaluation.metrics import onnx_predictor
     from prunekit.evaluation.token_latency import onnx_token_latency, shape_label
     from prunekit.export.hf import export_token_model, vocab_size_of
     from prunekit.export.onnx import onnx_size_bytes

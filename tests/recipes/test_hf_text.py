@@ -95,6 +95,9 @@ def test_recipe_hf_and_text_go_together(checkpoint, tmp_path):
         recipe_from_dict({"name": "x", "model": {"hf": str(checkpoint)}, "data": {"builtin": "digits"}})
     with pytest.raises(RecipeError, match="data.task: embedding needs model.hf and data.text"):
         recipe_from_dict({"name": "x", "model": {"builtin": "mlp"}, "data": {"builtin": "digits", "task": "embedding"}})
+    with pytest.raises(RecipeError, match="pruning.vocabulary: corpus needs a model.hf encoder"):
+        recipe_from_dict({"name": "x", "model": {"builtin": "mlp"}, "data": {"builtin": "digits"},
+                          "pruning": {"vocabulary": "corpus"}})
 
 
 def test_embedding_recipe_end_to_end(checkpoint, tmp_path):
@@ -103,6 +106,7 @@ def test_embedding_recipe_end_to_end(checkpoint, tmp_path):
     texts = write_lines(tmp_path / "texts", 80, labelled=True)
     recipe = _recipe(checkpoint, texts, tmp_path / "out", "embedding")
     recipe.pruning.vocabulary = "corpus"
+    recipe.quantization = recipe.quantization.model_copy(update={"enabled": True, "mode": "dynamic", "tolerance": 0.05})
     report = run_recipe(recipe)
     d, c = report.dense, report.compressed
     assert d.task_metrics["cosine_mean"] == pytest.approx(1.0, abs=1e-6)  # the dense model against itself
@@ -118,6 +122,9 @@ def test_embedding_recipe_end_to_end(checkpoint, tmp_path):
     assert saved["task"] == "embedding"
     assert (tmp_path / "out" / "compressed" / "tokenizer" / "tokenizer_config.json").is_file()
     assert any("cosine to the dense embeddings" in note for note in report.notes)
+    q = report.quantization  # int8 is scored by cosine to the dense model, kept only if measured faster
+    assert q.mode == "dynamic" and q.chosen_artifact in ("compressed.onnx", "compressed.int8.onnx")
+    assert 0.5 < q.float_accuracy <= 1.0 and abs(q.float_accuracy - q.int8_accuracy) < 0.05
 
 
 def test_causal_lm_recipe_reports_perplexity(tmp_path):

@@ -577,12 +577,16 @@ class _Run:
         if q.mode == "qat":
             return self.quantize_qat(model)
         mode = q.mode
-        batches = max(1, q.calibration_samples // self.bundle.calib.batch_size)
+        batches = max(1, q.calibration_samples // (self.bundle.calib.batch_size or r.data.batch_size))  # text: a batch sampler
         spec = QuantSpec(method=q.method, percentile=q.percentile, per_channel=q.per_channel, calib_batches=batches)
         self.stage(f"quantizing to int8 ({mode}, {q.method} calibration"
                    + (f", fallback within {q.tolerance:.1%} accuracy" if q.tolerance is not None else "") + ")")
 
         def score(path: str) -> float:
+            if self.text is not None:  # fidelity for embeddings, -loss for language models, else accuracy
+                from prunekit.recipes.text_stage import quantization_score
+
+                return quantization_score(self.onnx_metrics(Path(path), self.bundle.val), self.bundle.task)
             return float(self.onnx_metrics(Path(path), self.bundle.val).get("accuracy") or 0.0)
 
         result = quantize_for_deployment(

@@ -388,10 +388,13 @@ class Recipe(_Section):
                                       "model reads text tokenized by its own tokenizer")
         if text_task and self.model.hf is None:
             raise PydanticCustomError("prunekit_text", f"data.task: {self.data.task} needs model.hf and data.text")
+        if self.pruning.vocabulary == "corpus" and (self.model.hf is None or self.data.task == "causal_lm"):
+            raise PydanticCustomError("prunekit_text", "pruning.vocabulary: corpus needs a model.hf encoder "
+                                      f"(task embedding or classification), got task {self.data.task}")
         if self.model.hf is not None and self.data.task == "regression":
             raise PydanticCustomError("prunekit_text", "a model.hf recipe has task classification, embedding or "
                                       "causal_lm, got regression")
-        if self.model.hf is not None and self.quantization.enabled:
-            raise PydanticCustomError("prunekit_text", "quantization of model.hf recipes is not wired into the "
-                                      "runner yet; set quantization.enabled: false")
+        if self.model.hf is not None and self.quantization.enabled and self.quantization.mode == "qat":
+            raise PydanticCustomError("prunekit_text", "quantization.mode: qat is not wired for model.hf recipes; "
+                                      "use mode: dynamic (or static)")
         return self

@@ -64,10 +64,9 @@ def task_metric_names(task: str) -> tuple[str, ...]:
             "classification": ("precision_macro", "recall_macro", "f1_weighted")}.get(task, ())
 
 
-def text_deploy(run: Any, dense: nn.Module, compressed: nn.Module) -> tuple[list, None, dict[str, str]]:
-    """Export both models (dynamic axes, verified), time them on token ids, score both ONNX files."""
+def text_deploy(run: Any, dense: nn.Module, compressed: nn.Module) -> tuple[list, Any, dict[str, str]]:
+    """Export both models (dynamic axes, verified), int8 if asked, time them on token ids, score both files."""
     from prunekit.evaluation.complexity import count_macs
-    from prunekit.evaluation.metrics import onnx_predictor
     from prunekit.evaluation.token_latency import onnx_token_latency, shape_label
     from prunekit.export.hf import export_token_model, vocab_size_of
     from prunekit.export.onnx import onnx_size_bytes
@@ -81,6 +80,9 @@ def text_deploy(run: Any, dense: nn.Module, compressed: nn.Module) -> tuple[list
     paths = {name: export_token_model(model, run.work / f"{name}.onnx", opset=r.export.opset,
                                       example_shape=(2, min(16, longest)), check_shapes=checks).path
              for name, model in (("dense", dense), ("compressed", compressed))}
+    quant_info = None
+    if r.quantization is not None and r.quantization.enabled:
+        paths["compressed"], quant_info = run.quantize(compressed)
     shapes = [(b, LATENCY_SEQUENCE) for b in r.evaluation.batch_sizes]
     run.stage(f"measuring ONNX Runtime latency on token ids {', '.join(shape_label(s) for s in shapes)} "
               f"(dense and compressed alternating, {r.evaluation.latency_runs} runs)")
@@ -114,7 +116,7 @@ def text_deploy(run: Any, dense: nn.Module, compressed: nn.Module) -> tuple[list
                  "compressed_weights": "compressed/model.safetensors", "tokenizer": "compressed/tokenizer"}
     if (run.work / "compressed" / "pruning_record.json").is_file():
         artifacts["pruning_record"] = "compressed/pruning_record.json"
-    return results, None, artifacts
+    return results, quant_info, artifacts
 
 
 def layerwise_pairs(model: nn.Module) -> dict[str, str]:
@@ -174,3 +176,12 @@ def shrink_vocabulary(model: nn.Module, train: Any, tokenizer: Any) -> str:
     return (f"vocabulary pruned to the {len(kept):,} of {size:,} tokens seen in the training text "
             f"({len(kept) / size:.1%}); other tokens read the [UNK] row. Kept ids: compressed/vocabulary.json "
             f"(prunekit.models.vocab.load_vocabulary rebuilds the table)")
+
+
+def quantization_score(metrics: dict[str, Any], task: str) -> float:
+    """Higher is better, for the int8 accuracy fallback: cosine to dense, -next-token loss, or accuracy."""
+    if task == "embedding":
+        return float(metrics["cosine_mean"])
+    if task == "causal_lm":
+        return -float(metrics["loss"])
+    return float(metrics.get("accuracy") or 0.0)

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from prunekit.errors import InvalidParameterError
+from prunekit.evaluation.text_metrics import lm_token_sums
 from prunekit.training._batch import (
     call_model, check_task, match_targets, model_device, split_batch, to_device,
 )
-from prunekit.errors import InvalidParameterError
-from prunekit.training.objectives import lm_token_sums
 from prunekit.training.distributed import ShardedBatchSampler, all_reduce_metrics, shard_loader, world_size
 
 

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from prunekit.errors import InvalidParameterError
-from prunekit.evaluation.text_metrics import lm_token_sums  # noqa: F401 - re-exported for the training loop
 
 IGNORE_INDEX = -100
 

@@ -18,26 +18,15 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from prunekit.errors import ExportError, InvalidParameterError
+from prunekit.models.hf import mean_pool  # noqa: F401 - re-exported: sentence-transformers' embedding
 
 Output = Literal["auto", "last_hidden_state", "logits", "sentence_embedding"]
 OUTPUTS: tuple[str, ...] = ("auto", "last_hidden_state", "logits", "sentence_embedding")
 TOKEN_INPUTS: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_CHECK_SHAPES: tuple[tuple[int, int], ...] = ((1, 1), (1, 7), (3, 33), (8, 128))
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the unpadded token vectors, L2-normalised: sentence-transformers' embedding.
-
-    ``hidden``: (B, T, H); ``attention_mask``: (B, T) of 0/1. Returns (B, H).
-    """
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-    summed = (hidden * mask).sum(dim=1)
-    count = mask.sum(dim=1).clamp(min=1e-9)
-    return F.normalize(summed / count, p=2, dim=-1)
 
 
 def token_input_names(model: nn.Module) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ writes the trained weights and history to OUT_DIR.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -40,13 +41,20 @@ def run() -> tuple[nn.Module, FinetuneResult]:
     return model, finetune(model, train, val, config=CONFIG)
 
 
+def live_ddp_wrappers() -> int:
+    """DistributedDataParallel objects still alive: each holds the process group's gloo threads."""
+    return sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1])
+    gc.disable()  # so only finetune's own clean-up can free its DDP wrapper (it sits in a reference cycle)
     with distributed_context() as ctx:
         plan = broadcast_object({"decided_on": ctx.rank, "keep": [1, 2]} if ctx.rank == 0 else None)
         model, result = run()
+        leftover = live_ddp_wrappers()
         if ctx.rank == 1:
             (out / "rank1_plan.json").write_text(json.dumps(plan))
         if ctx.rank == 0:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "weights.safetensors"))
-            (out / "result.json").write_text(json.dumps({"world": ctx.world_size, **result.to_dict()}))
+            (out / "result.json").write_text(json.dumps({"world": ctx.world_size, "live_ddp_after_finetune": leftover, **result.to_dict()}))

@@ -8,6 +8,7 @@ follows the single-process run step for step, up to float summation order.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -85,12 +86,32 @@ def distributed_context(*, backend: str | None = None) -> Iterator[DistributedCo
         if cuda:
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend or ("nccl" if cuda else "gloo"))
+    failed = False
     try:
         yield DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
                                  local_rank=local_rank, device=device)
+    except BaseException:
+        failed = True
+        raise
     finally:
         if owns and dist.is_initialized():
-            dist.destroy_process_group()
+            _leave_group(wait_for_peers=not failed)
+
+
+def _leave_group(*, wait_for_peers: bool) -> None:
+    """Tear the process group down while the interpreter is fully alive.
+
+    A ``DistributedDataParallel`` wrapper caught in a reference cycle keeps the group's gloo
+    worker threads referenced until the garbage collector runs; if that is interpreter exit,
+    after ``destroy_process_group``, the process aborts ("terminate called without an active
+    exception", SIGABRT, seen intermittently on a loaded 2-core machine). So: wait until every
+    rank is done with its collectives (only on a clean exit: after an error a peer may never
+    arrive), collect such wrappers now, then destroy.
+    """
+    if wait_for_peers:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
 
 
 class ShardedBatchSampler(Sampler[list[int]]):

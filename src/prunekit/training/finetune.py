@@ -7,6 +7,7 @@ checkpoints with exact resume, AMP on CUDA, and DistributedDataParallel under to
 
 from __future__ import annotations
 
+import gc
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -201,8 +202,14 @@ def finetune(
         raise InvalidParameterError("finetune: task 'embedding' has no labels to train on; pass teacher= (the dense "
                                     "model) to distil its embeddings")
     with distributed_context() as ctx:
-        return _Run(model, train_loader, val_loader, config, task, teacher, groups, masks, feature_layers,
-                    on_epoch_end, ctx).run(resume)
+        run = _Run(model, train_loader, val_loader, config, task, teacher, groups, masks, feature_layers,
+                   on_epoch_end, ctx)
+        try:
+            return run.run(resume)
+        finally:
+            if ctx.enabled:  # the DDP wrapper sits in a reference cycle that holds the process group:
+                run.net = None  # free it now, while the group is alive, not at interpreter exit
+                gc.collect()
 
 
 class _Run:

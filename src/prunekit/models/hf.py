@@ -49,7 +49,10 @@ class TextModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        if self.task == "causal_lm":  # a KV cache would only cost memory here and leak state between calls
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        else:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         if self.task != "embedding":
             return out.logits
         return mean_pool(out.last_hidden_state, attention_mask)

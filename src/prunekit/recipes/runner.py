@@ -296,8 +296,12 @@ class _Run:
         start = copy.deepcopy(dense)
         if spec.sparsity_training.epochs > 0:
             self.sparsity_training(start)
-        self.stage(f"pruning: {spec.granularity}, criterion {spec.criterion}, remove {spec.target.ratio:.0%} of "
-                   f"{spec.target.metric}, schedule {spec.schedule.kind}, allocation {spec.allocation}")
+        if spec.granularity == "structured":
+            self.stage(f"pruning: structured, criterion {spec.criterion}, remove {spec.target.ratio:.0%} of "
+                       f"{spec.target.metric}, schedule {spec.schedule.kind}, allocation {spec.allocation}")
+        else:  # the criterion plays no part: weights are chosen by the method
+            pattern = f"{spec.nm[0]}:{spec.nm[1]}" if spec.granularity == "nm" else f"{spec.target.ratio:.0%} of weights"
+            self.stage(f"pruning: {spec.granularity} {pattern}, method {spec.method}, one shot")
         if spec.granularity == "structured" and spec.allocation == "sensitivity":
             outcome, self.sensitivity = run_sensitivity_allocation(
                 start, spec, self.example, self.bundle, seed=r.seed,
@@ -396,7 +400,7 @@ class _Run:
         finetune(model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task, groups=groups)
 
     def save_compressed(self, model: nn.Module, record) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_model
 
         from prunekit.pruning.surgery import save_pruned
 
@@ -405,8 +409,9 @@ class _Run:
             save_pruned(model, record, self.work / "compressed")
         else:
             (self.work / "compressed").mkdir(exist_ok=True)
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                      str(self.work / "compressed" / "model.safetensors"))
+            # save_model writes tied weights (a causal LM's head and token embeddings) once;
+            # safetensors.torch.load_model (or from_pretrained) restores the tie
+            save_model(model, str(self.work / "compressed" / "model.safetensors"), force_contiguous=True)
         if self.text is not None:  # the tokenizer (and a pruned vocabulary's kept ids) travel with the weights
             self.tokenizer.save_pretrained(str(self.work / "compressed" / "tokenizer"))
             if self.recipe.pruning.enabled and self.recipe.pruning.vocabulary == "corpus":

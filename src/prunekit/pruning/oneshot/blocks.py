@@ -96,14 +96,31 @@ def _accepts(model: nn.Module, keyword: str) -> bool:
     return keyword in params
 
 
+_CACHE_KEYWORDS = ("past_key_values", "past_key_value", "layer_past")
+
+
 def call_without_cache(model: nn.Module, batch: Any) -> Any:
-    """Run ``model`` on a tensor, tuple or dict batch, with ``use_cache=False`` when it takes one."""
+    """Run ``model`` on a tensor, tuple or dict batch with no KV cache.
+
+    ``use_cache=False`` is passed when the forward takes it; a wrapper whose forward does not
+    (prunekit's ``TextModel``, a user's module) gets caching switched off in every Hugging Face
+    config inside it for the call. A cache object recorded for a block would otherwise grow each
+    time the block is re-run and pair the attention mask with twice the keys.
+    """
     extra = {"use_cache": False} if _accepts(model, "use_cache") else {}
-    if isinstance(batch, Mapping):
-        return model(**{**extra, **batch})
-    if isinstance(batch, (tuple, list)):
-        return model(*batch, **extra)
-    return model(batch, **extra)
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None
+               and getattr(c, "use_cache", None) is True}
+    for config in configs.values():
+        config.use_cache = False
+    try:
+        if isinstance(batch, Mapping):
+            return model(**{**extra, **batch})
+        if isinstance(batch, (tuple, list)):
+            return model(*batch, **extra)
+        return model(batch, **extra)
+    finally:
+        for config in configs.values():
+            config.use_cache = True
 
 
 def first_tensor(output: Any) -> torch.Tensor:
@@ -202,7 +219,8 @@ def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, batches: list[
                                    "and no 'hidden_states' keyword); pass blocks= the list of transformer blocks")
             if index == 0:
                 captured.hidden.append(hidden.detach())
-            captured.calls[index].append((rest, dict(kwargs)))
+            kwargs = {k: (None if k in _CACHE_KEYWORDS else v) for k, v in kwargs.items()}
+            captured.calls[index].append((rest, kwargs))
             captured.hidden_kw[index] = by_kw
             if index == n - 1:
                 raise _Stop

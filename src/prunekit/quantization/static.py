@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -55,7 +56,7 @@ def preprocess(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[st
     """
     source, target = Path(fp32_path).resolve(), Path(out_path).resolve()
     try:
-        with _scratch_cwd():  # on failure ORT saves sym_shape_infer_temp.onnx + <uuid>.data into the cwd
+        with _scratch_cwd(), _quiet_symbolic_shapes():  # on failure ORT saves sym_shape_infer_temp.onnx + <uuid>.data into the cwd
             quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
     except Exception as exc:  # noqa: BLE001 - ORT raises a bare Exception("Incomplete symbolic shape inference")
         if "symbolic shape" not in str(exc).lower():
@@ -67,6 +68,20 @@ def preprocess(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[st
             node.name = f"{node.op_type}_{i}"
     onnx.save(model, str(out_path))
     return Path(out_path)
+
+
+@contextlib.contextmanager
+def _quiet_symbolic_shapes() -> Iterator[None]:
+    """Mute ORT's symbolic shape inference warnings ("unsupported broadcast between Min(512,
+    sequence) sequence" on Hugging Face masks): its failure is handled above, the lines only
+    reach the user's console."""
+    logger = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from models import AuxHead, ConvBNResidual, ratio_plan, train_step
 from prunekit import StructuredPruner
 from prunekit.dependency import build_graph
 from prunekit.dependency.groups import PruningPlan
-from prunekit.errors import PrunekitWarning
+from prunekit.errors import InvalidParameterError, PrunekitWarning
 from prunekit.pruning.surgery import PruningVerificationError, apply_plan, apply_record, plan_to_record, verify_pruned
 
 torch.set_num_threads(1)
@@ -26,6 +26,19 @@ def test_train_only_head_is_pruned_with_its_producer() -> None:
     out = train_step(small, x)
     assert [tuple(t.shape) for t in out] == [(2, 10), (2, 10)]
     assert small.aux.weight.grad is not None and small.c1.weight.grad.shape == (8, 3, 3, 3)
+
+
+def test_pruner_can_trace_eval_mode_only_and_says_so() -> None:
+    torch.manual_seed(0)
+    model, x = AuxHead().eval(), torch.randn(2, 3, 8, 8)
+    pruner = StructuredPruner(criterion="l2", ratio=0.5, target="channels", scope="local", trace_train_mode=False)
+    small = pruner.fit(model, x).transform(model)
+    assert pruner.graph_.train_output_shapes is None and "train_mode=False" in pruner.graph_.train_note
+    assert small.c1.out_channels == 8 and small(x).shape == (2, 10)  # eval mode works
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):  # the aux head was not seen: what the default guards
+        train_step(small, x)
+    with pytest.raises(InvalidParameterError, match="'trace_train_mode' parameter of StructuredPruner must be True or False"):
+        StructuredPruner(trace_train_mode="no").fit(model, x)
 
 
 def test_verification_fails_a_cut_that_breaks_only_train_mode() -> None:

@@ -47,6 +47,11 @@ class StructuredPruner:
         Calibration loss (default cross-entropy; any ``loss_fn(outputs, targets)``, see
         :func:`prunekit.importance.collect`; ``output_sensitivity`` and ``activation`` use none),
         batches to use, custom cost, random seed.
+    trace_train_mode : bool
+        Also trace a train-mode forward and backward (the default), so branches that run only in
+        training (auxiliary heads) are coupled and the pruned model trains. ``False`` traces eval
+        mode only, skipping the second trace and its backward (graph building is then the eval
+        trace alone), for models that are never trained after the cut.
 
     Attributes
     ----------
@@ -70,7 +75,7 @@ class StructuredPruner:
                  ignore: Sequence[str] = (), per_module: Mapping[str, float] | None = None,
                  reduction: str = "mean", normalizer: str | Callable | None = "mean",
                  loss_fn: Callable | None = None, batches: int | None = None, cost: Cost | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, trace_train_mode: bool = True) -> None:
         self.criterion = criterion
         self.ratio = ratio
         self.target = target
@@ -85,6 +90,7 @@ class StructuredPruner:
         self.batches = batches
         self.cost = cost
         self.seed = seed
+        self.trace_train_mode = trace_train_mode
 
     def _validate(self) -> Criterion:
         name = type(self).__name__
@@ -104,6 +110,8 @@ class StructuredPruner:
                 check_ratio(r, f"per_module[{module!r}]", name)
         if self.batches is not None and (not _is_int(self.batches) or self.batches < 1):
             _bad("batches", name, "None or an int >= 1", self.batches)
+        if not isinstance(self.trace_train_mode, bool):
+            _bad("trace_train_mode", name, "True or False", self.trace_train_mode)
         if self.target == "cost" and not callable(self.cost):
             _bad("cost", name, "a callable cost(model) -> float when target='cost'", self.cost)
         get_reduction(self.reduction, name)
@@ -124,7 +132,7 @@ class StructuredPruner:
                 f"criterion {self.criterion!r} needs {sorted(needs - {'weights'})} from calibration data: "
                 f"pass data=<loader of (inputs, targets)> to fit"
             )
-        self.graph_: DependencyGraph = build_graph(model, example_inputs)
+        self.graph_: DependencyGraph = build_graph(model, example_inputs, train_mode=self.trace_train_mode)
         ctx = collect(model, data, needs=needs, loss_fn=self.loss_fn, batches=self.batches, seed=self.seed,
                       groups=self.graph_.prunable_groups())
         self.scores_, self.skipped_ = score_groups(self.graph_.prunable_groups(), ctx, criterion)

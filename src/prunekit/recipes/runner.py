@@ -534,6 +534,9 @@ class _Run:
         shape = tuple(self.example.shape[1:])
         rows = []
         settings = self.measure_settings()
+        if ev.pytorch_latency:
+            self.stage(f"measuring PyTorch latency (dense and compressed alternating, {settings.runs} runs, "
+                       f"batch {', '.join(map(str, ev.batch_sizes))}, {settings.threads} threads)")
         torch_timings = (torch_latency({"dense": dense, "compressed": compressed}, input_shape=shape,
                                        batch_sizes=tuple(ev.batch_sizes), runs=settings.runs,
                                        warmup=settings.warmup, threads=settings.threads) if ev.pytorch_latency else {})
@@ -546,6 +549,8 @@ class _Run:
                                  "p75_ms": round(t["p75_ms"], 4), "p95_ms": round(t["p95_ms"], 4),
                                  "throughput_per_s": round(t["throughput_per_s"], 1)})
         if ev.memory:
+            self.stage(f"measuring ONNX Runtime peak memory at batch {max(ev.batch_sizes)} "
+                       f"({', '.join(paths)}, each in a fresh process)")
             for name, path in paths.items():
                 reading = onnx_peak_memory(path, input_shape=shape, batch_size=max(ev.batch_sizes))
                 rows.append({"model": name, "runtime": "onnxruntime", "batch": max(ev.batch_sizes),

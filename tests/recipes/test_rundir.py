@@ -160,3 +160,27 @@ def test_only_one_of_many_racers_takes_over_a_stale_lock(tmp_path):
     for t in threads:
         t.join()
     assert len(won) == 1 and len(lost) == 7
+
+
+def test_warnings_of_a_failed_run_are_printed_since_no_report_carries_them(tmp_path, monkeypatch):
+    import io
+    import warnings
+
+    from rich.console import Console
+
+    from prunekit.errors import PrunekitWarning
+    from prunekit.recipes import runner
+    from prunekit.recipes.loader import recipe_from_dict
+
+    def warn_then_fail(self):
+        warnings.warn("calibration used 3 batches, fewer than asked", PrunekitWarning)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(runner._Run, "execute", warn_then_fail)
+    buffer = io.StringIO()
+    recipe = recipe_from_dict({"name": "t", "output_dir": str(tmp_path / "out"), "model": {"builtin": "mlp"},
+                               "data": {"builtin": "digits"}})
+    with pytest.raises(RuntimeError, match="boom"):
+        runner.run_recipe(recipe, console=Console(file=buffer, width=200))
+    assert "warning before the failure: calibration used 3 batches, fewer than asked" in buffer.getvalue()
+    assert not (tmp_path / "out").exists()  # nothing that looks complete

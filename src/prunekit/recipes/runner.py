@@ -35,7 +35,7 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool =
     pruning plan rank 0 decided; only rank 0 writes files, measures and returns the report
     (other ranks return None).
     """
-    from prunekit.recipes.run_warnings import recorded_warnings
+    from prunekit.recipes.run_warnings import recorded_warnings, warning_lines
     from prunekit.recipes.rundir import RunDir, RunDirError, recipe_fingerprint, translate_write_error
     from prunekit.training.distributed import barrier, broadcast_object, distributed_context
 
@@ -57,6 +57,7 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool =
             raise RunDirError(message)
         from prunekit.training.reproducible import reproducible
 
+        caught: list = []
         try:
             with recorded_warnings() as caught, reproducible(recipe.train_threads):
                 # fixed torch threads, deterministic kernels (ORT keeps its own)
@@ -67,6 +68,8 @@ def run_recipe(recipe: Recipe, *, console: Console | None = None, resume: bool =
         except BaseException as exc:
             if ctx.is_main:
                 rundir.abandon()
+                for line in warning_lines(caught):  # no report will carry them: say them now
+                    console.print(f"[yellow]warning before the failure:[/yellow] {line}", highlight=False)
             translated = translate_write_error(exc, work)
             if translated is not None:
                 raise translated from exc

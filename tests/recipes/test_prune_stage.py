@@ -87,3 +87,29 @@ def test_masked_stage_runs_wanda_and_sparsegpt_from_the_calibration_loader():
     small = make_permanent(outcome.model)
     assert check_nm(small.model.layers[1].mlp.up_proj.weight, 2, 4)
     assert torch.equal(small.model.layers[1].mlp.down_proj.weight, dense.model.layers[1].mlp.down_proj.weight)
+
+
+def test_latency_target_is_timed_at_the_reports_thread_count(monkeypatch):
+    """Every latency the target reads is timed with the thread count given (evaluation.threads),
+    not ORT's default; the fake cost scales with the kept MACs so the target is reachable."""
+    import prunekit.evaluation.latency as latency
+
+    seen: list = []
+
+    def fake_onnx_latency(models, *, input_shape, batch_sizes, runs, warmup, threads=None, **_):
+        seen.append(threads)
+        import onnx
+        from onnx import numpy_helper
+
+        (path,) = models.values()
+        weights = sum(numpy_helper.to_array(t).size for t in onnx.load(str(path)).graph.initializer)
+        return {name: {1: {"p50_ms": weights / 1000.0}} for name in models}
+
+    monkeypatch.setattr(latency, "onnx_latency", fake_onnx_latency)
+    torch.manual_seed(0)
+    bundle = split_tensors(torch.rand(48, 1, 28, 28), torch.randint(0, 10, (48,)), name="tiny", batch_size=16)
+    dense = ResNet8(width=8).eval()
+    spec = PruningSpec(target={"metric": "latency", "ratio": 0.3}, round_to=1, criterion="l2")
+    run_structured(dense, spec, bundle.example_input, bundle, seed=0, recover=lambda m: None,
+                   evaluate=lambda m: {"loss": 0.0, "accuracy": 0.0}, latency_threads=3)
+    assert len(seen) >= 2 and set(seen) == {3}

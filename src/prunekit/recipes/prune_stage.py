@@ -34,16 +34,19 @@ class PruneOutcome:
     stop_reason: str = ""
 
 
-def _cost(model: nn.Module, example: Any, metric: str) -> float:
+def _cost(model: nn.Module, example: Any, metric: str, *, threads: int | None = None) -> float:
     if metric == "params":
         return float(count_params(model))
     if metric == "latency":
-        return measured_latency_ms(model, example)
+        return measured_latency_ms(model, example, threads=threads)
     return float(count_macs(model, example).total)
 
 
-def measured_latency_ms(model: nn.Module, example: Any, *, runs: int = 40) -> float:
-    """ONNX Runtime p50 latency (ms) of ``model`` at batch 1: the cost for latency targets."""
+def measured_latency_ms(model: nn.Module, example: Any, *, runs: int = 40, threads: int | None = None) -> float:
+    """ONNX Runtime p50 latency (ms) of ``model`` at batch 1: the cost for latency targets.
+
+    ``threads``: the intra-op threads the report's latency table uses (``evaluation.threads``),
+    so the target is met at the thread count the user reads it at."""
     import tempfile
     from pathlib import Path
 
@@ -53,12 +56,13 @@ def measured_latency_ms(model: nn.Module, example: Any, *, runs: int = 40) -> fl
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(copy.deepcopy(model).eval(), example, Path(tmp) / "m.onnx")
         timings = onnx_latency({"m": path}, input_shape=tuple(example.shape[1:]), batch_sizes=(1,),
-                               runs=runs, warmup=5)
+                               runs=runs, warmup=5, threads=threads)
     return float(timings["m"][1]["p50_ms"])
 
 
 def _structured_step(model: nn.Module, spec: PruningSpec, example: Any, bundle: DataBundle, *,
-                     dense_cost: float, dense_units: int, fraction: float, seed: int):
+                     dense_cost: float, dense_units: int, fraction: float, seed: int,
+                     latency_threads: int | None = None):
     """Prune ``model`` so that ``fraction`` of the DENSE model's metric is removed in total."""
     from prunekit.pruning.pruner import StructuredPruner
 
@@ -67,14 +71,14 @@ def _structured_step(model: nn.Module, spec: PruningSpec, example: Any, bundle: 
         current_units = sum(g.size for g in _graph(model, example).prunable_groups())
         ratio = 1.0 - (1.0 - fraction) * dense_units / max(current_units, 1)
     else:
-        ratio = 1.0 - (1.0 - fraction) * dense_cost / _cost(model, example, metric)
+        ratio = 1.0 - (1.0 - fraction) * dense_cost / _cost(model, example, metric, threads=latency_threads)
     ratio = min(max(ratio, 0.0), 0.95)
     if ratio <= 1e-6:
         return model, None, None
     latency = metric == "latency"
     pruner = StructuredPruner(
         criterion=spec.criterion, ratio=ratio, target="cost" if latency else metric, scope=spec.scope,
-        cost=(lambda m: measured_latency_ms(m, example)) if latency else None,
+        cost=(lambda m: measured_latency_ms(m, example, threads=latency_threads)) if latency else None,
         round_to=spec.round_to if spec.round_to > 1 else None, min_keep=spec.min_keep,
         ignore=tuple(spec.ignore), per_module=dict(spec.per_layer) or None, seed=seed,
         loss_fn=calibration_loss(bundle.task),
@@ -118,7 +122,8 @@ def remove_depth(model: nn.Module, spec: PruningSpec, example: Any, bundle: Data
 
 def run_structured(model: nn.Module, spec: PruningSpec, example: Any, bundle: DataBundle, *, seed: int,
                    recover: Callable[[nn.Module], None], evaluate: Callable[[nn.Module], dict],
-                   reference: nn.Module | None = None, record: SurgeryRecord | None = None) -> PruneOutcome:
+                   reference: nn.Module | None = None, record: SurgeryRecord | None = None,
+                   latency_threads: int | None = None) -> PruneOutcome:
     """Run the recipe's schedule with structural surgery; ``recover`` fine-tunes between steps.
 
     Targets are fractions of ``reference`` (the dense model; default ``model``), so blocks already
@@ -128,14 +133,14 @@ def run_structured(model: nn.Module, spec: PruningSpec, example: Any, bundle: Da
 
     metric = spec.target.metric
     reference = reference if reference is not None else model
-    dense_cost = _cost(reference, example, "macs" if metric == "channels" else metric)
+    dense_cost = _cost(reference, example, "macs" if metric == "channels" else metric, threads=latency_threads)
     dense_units = sum(g.size for g in _graph(model, example).prunable_groups()) if metric == "channels" else 0
     state: dict[str, Any] = {"model": model, "record": record or SurgeryRecord(), "groups": []}
 
     def prune_to(fraction: float) -> None:
         pruned, record, pruner = _structured_step(
             state["model"], spec, example, bundle, dense_cost=dense_cost, dense_units=dense_units,
-            fraction=fraction, seed=seed)
+            fraction=fraction, seed=seed, latency_threads=latency_threads)
         if record is not None:
             state["model"], state["record"] = pruned, state["record"].merged(record)
             state["groups"] = group_table(pruner)

@@ -318,7 +318,8 @@ class _Run:
                 depth_record = depth_record.merged(removed)
                 self.stage(f"depth pruning: bypassed {', '.join(removed.bypassed) or 'nothing'}")
             outcome = run_structured(start, spec, self.example, self.bundle, seed=r.seed, recover=recover_between,
-                                     evaluate=evaluate_val, reference=dense, record=depth_record)
+                                     evaluate=evaluate_val, reference=dense, record=depth_record,
+                                     latency_threads=self.measure_settings().threads)
         else:
             outcome = run_masked(start, spec, self.example, self.bundle.calib)
             self.notes.append("unstructured / N:M sparsity keeps dense tensor shapes: ONNX Runtime's dense kernels "

@@ -77,11 +77,31 @@ def test_greedy_cuts_where_loss_rises_least_per_cost():
     # steps: b->0.25 (0/1), a->0.25 (0.1/10 = .01) ; then to reach 25 of 100: b->0.75 (.4/2 = .2) vs
     # a->0.5 (.9/10 = .09): a wins, saved 21; then b->0.75 (.2) vs a->0.75 (3.9/20...) -> b, saved 23;
     # then a->0.75 (3.0/10): saved 33
-    plan = allocate_from_sensitivity(curves, costs, 0.25, total=100, groups=[_g("a"), _g("b")], scores=scores)
+    both = dict(total=100, groups=[_g("a"), _g("b")], scores=scores, interpolate=False)
+    plan = allocate_from_sensitivity(curves, costs, 0.25, **both)
     assert plan.meta["ratios"] == {"a": 0.75, "b": 0.75}
-    plan = allocate_from_sensitivity(curves, costs, 0.2, total=100, groups=[_g("a"), _g("b")], scores=scores)
+    plan = allocate_from_sensitivity(curves, costs, 0.2, **both)
     assert plan.meta["ratios"] == {"a": 0.5, "b": 0.25}
     assert plan.removed == {"a": (1, 3), "b": (0,)} and plan.meta["saved"] == pytest.approx(0.21)
+
+
+def test_last_jump_stops_where_the_target_is_met():
+    curves = {
+        "a": [(0.0, 1.0, 0.9), (0.25, 1.1, 0.9), (0.5, 2.0, 0.5), (0.75, 5.0, 0.1)],
+        "b": [(0.0, 1.0, 0.9), (0.25, 1.0, 0.9), (0.5, 1.3, 0.8), (0.75, 1.4, 0.8)],
+    }
+    costs = {"a": [0, 10, 20, 30], "b": [0, 1, 2, 3]}
+    scores = {"a": torch.tensor([3.0, 0.0, 2.0, 1.0]), "b": torch.tensor([0.0, 1.0, 2.0, 3.0])}
+    both = dict(total=100, groups=[_g("a"), _g("b")], scores=scores)
+    # same jumps as above; the last (a: 0.5 -> 0.75, saving 23 -> 33) needs 2 of its 10: 0.2 of the way
+    plan = allocate_from_sensitivity(curves, costs, 0.25, **both)
+    assert plan.meta["ratios"] == pytest.approx({"a": 0.55, "b": 0.75})
+    assert plan.meta["saved"] == pytest.approx(0.25)
+    assert plan.removed == {"a": (1, 3), "b": (0, 1, 2)}  # floor(0.55 * 4) = 2 lowest-scored units
+    # target 0.2: b -> 0.25, a -> 0.25, a -> 0.5 saves 11 -> 21, 9 of its 10 needed: a at 0.475
+    plan = allocate_from_sensitivity(curves, costs, 0.2, **both)
+    assert plan.meta["ratios"] == pytest.approx({"a": 0.475, "b": 0.25})
+    assert plan.removed == {"a": (1,), "b": (0,)}
 
 
 def test_unreachable_target_warns():

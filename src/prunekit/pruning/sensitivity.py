@@ -118,7 +118,8 @@ def group_savings(model: nn.Module, graph: DependencyGraph, curves: Mapping[str,
 
 def allocate_from_sensitivity(curves: Mapping[str, Curve], costs: Mapping[str, Sequence[float]], target: float, *,
                               total: float, groups: Iterable[ChannelGroup], scores: Mapping[str, torch.Tensor],
-                              min_keep: int = 1, round_to: int | None = None) -> PruningPlan:
+                              min_keep: int = 1, round_to: int | None = None,
+                              interpolate: bool = True) -> PruningPlan:
     """Greedy non-uniform ratios saving at least ``target * total`` cost, as a plan.
 
     Parameters
@@ -130,7 +131,10 @@ def allocate_from_sensitivity(curves: Mapping[str, Curve], costs: Mapping[str, S
     groups, scores : the groups and criterion scores the scan used, to turn ratios into units.
 
     At each step every group may jump from its current point to any later one; the jump with the
-    smallest ``loss increase / cost saved`` is taken (ties: smaller loss increase).
+    smallest ``loss increase / cost saved`` is taken (ties: smaller loss increase). With
+    ``interpolate`` the last jump stops part-way, at the ratio where the cost saved (taken as
+    linear between the two scan points) meets the target: without it only the sums of scan points
+    are reachable, e.g. 30.9% or 80.8% of a small CNN's MACs when 50% is asked.
     """
     check_ratio(target, "target", "allocate_from_sensitivity", low_inclusive=False)
     by_id = {g.id: g for g in groups}
@@ -146,6 +150,7 @@ def allocate_from_sensitivity(curves: Mapping[str, Curve], costs: Mapping[str, S
     def saved() -> float:
         return sum(costs[g][i] for g, i in at.items())
 
+    last = None  # (group, previous point) of the latest jump
     while saved() < goal:
         best = None
         for gid, i in at.items():
@@ -161,11 +166,20 @@ def allocate_from_sensitivity(curves: Mapping[str, Curve], costs: Mapping[str, S
             warnings.warn(f"sensitivity allocation saves only {saved() / total:.3f} of the cost, "
                           f"short of the target {target}: scan higher ratios", PrunekitWarning, stacklevel=2)
             break
+        last = (best[1], at[best[1]])
         at[best[1]] = best[2]
     ratios = {gid: curves[gid][i][0] for gid, i in at.items()}
+    reached = saved()
+    if interpolate and last is not None and reached > goal:
+        gid, before = last
+        lo, hi = costs[gid][before], costs[gid][at[gid]]
+        part = 1.0 - (reached - goal) / (hi - lo)  # of the way from the previous point to the new one
+        r0, r1 = curves[gid][before][0], curves[gid][at[gid]][0]
+        ratios[gid] = r0 + part * (r1 - r0)
+        reached = goal
     removed = {}
     for gid, r in ratios.items():
         plan = group_plan(by_id[gid], scores[gid], r, min_keep=min_keep, round_to=round_to)
         removed.update(plan.removed)
-    return PruningPlan(removed, {"ratios": ratios, "target": target, "saved": saved() / total,
+    return PruningPlan(removed, {"ratios": ratios, "target": target, "saved": reached / total,
                                  "method": "sensitivity"})

@@ -50,7 +50,7 @@ def test_nearest_trial_either_side_ties_go_to_the_one_meeting_the_target():
     assert nearest([(0.4, "below"), (0.6, "above")], 0.5) == (0.6, "above")
 
 
-def test_sensitivity_allocation_lands_nearest_the_target():
+def test_sensitivity_allocation_lands_within_a_rounding_step_of_the_target():
     import pytest
 
     from prunekit.data import digits
@@ -64,8 +64,9 @@ def test_sensitivity_allocation_lands_nearest_the_target():
     x = bundle.example_input
     reached = 1 - count_macs(outcome.model, x).total / count_macs(model, x).total
     assert outcome.trajectory[0]["sparsity"] == pytest.approx(reached)
-    # the allocation can only reach 30.9% or 80.8% here: the nearer (-19 pts) wins over the first that meets 50%
-    assert reached == pytest.approx(0.3087, abs=2e-3) and curves
+    # scan points alone reached only 30.9% or 80.8% here; the last jump stopping part-way lands
+    # within one rounding step (8 of a layer's 64 channels) of the 50% asked (47.5% measured)
+    assert reached == pytest.approx(0.5, abs=0.03) and curves
 
 
 def test_masked_stage_runs_wanda_and_sparsegpt_from_the_calibration_loader():

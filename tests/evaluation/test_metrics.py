@@ -126,3 +126,18 @@ def test_onnx_predictor_matches_torch_and_scores_the_same(tiny_onnx) -> None:
 def test_onnx_predictor_missing_file(tmp_path) -> None:
     with pytest.raises(SourceError, match="does not exist"):
         onnx_predictor(tmp_path / "nope.onnx")
+
+
+def test_quality_score_is_the_tasks_own_number_higher_is_better():
+    from prunekit.evaluation.metrics import quality_label, quality_score
+
+    assert quality_score({"accuracy": 0.9, "loss": 0.3}, "classification") == 0.9
+    assert quality_score({"mse": 0.2, "r2": 0.75, "loss": 0.2}, "regression") == 0.75
+    assert quality_score({"cosine_mean": 0.93}, "embedding") == 0.93
+    assert quality_score({"loss": 2.5, "perplexity": 12.18}, "causal_lm") == -2.5
+    assert quality_label("regression") == "R²"
+    # a regression model has no accuracy: reading one gave 0 for float and int8 alike
+    with pytest.raises(InvalidParameterError, match="the regression metrics have no finite 'r2'"):
+        quality_score({"mse": 0.2, "r2": float("nan")}, "regression")
+    with pytest.raises(InvalidParameterError, match="task must be one of"):
+        quality_score({"accuracy": 1.0}, "ranking")

@@ -168,3 +168,25 @@ def test_weight_only_option_reports_size_and_accuracy(tmp_path, bits):
     assert saved.stat().st_size == row["file_bytes"]
     assert saved.stat().st_size < (tmp_path / "run" / "compressed" / "model.safetensors").stat().st_size
     assert abs(row["accuracy_delta"]) <= 0.05
+
+
+def test_regression_int8_check_compares_r2_not_a_missing_accuracy(tmp_path):
+    """The int8 fallback of a regression model scores both files by R² on the validation split
+    (it read an 'accuracy' that regression has none of: 0 vs 0, any int8 error accepted)."""
+    from prunekit.evaluation.metrics import evaluate, onnx_predictor
+    from prunekit.recipes.sources import load_data
+
+    recipe = apply_overrides(load_recipe(builtin_recipe_path("digits_demo")), {
+        **MINIMAL, "output_dir": str(tmp_path / "run"), "data": {"builtin": "synthetic_regression", "task": "regression"},
+        "model.builtin": "mlp", "model.kwargs": {"in_features": 16, "hidden": [64], "num_classes": 1},
+        "model.train_baseline.epochs": 20, "pruning.target.ratio": 0.3, "quantization.mode": "static",
+        "quantization.tolerance": 0.05, "recovery.epochs": 2,
+    }, source="test")
+    report = run_recipe(recipe)
+    q = report.quantization
+    assert 0.5 < q.float_accuracy <= 1.0 and 0.5 < q.int8_accuracy <= 1.0  # R² of a fitted linear target
+    bundle = load_data(recipe.data, seed=recipe.seed)
+    fp32 = evaluate(onnx_predictor(tmp_path / "run" / "quantization" / "model_fp32.onnx"), bundle.val, task="regression")
+    assert q.float_accuracy == pytest.approx(fp32["r2"], abs=1e-6)
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "float R² (validation split)" in html and "int8 R² (validation split)" in html

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
 from typing import Callable
 
 from prunekit.reporting import ModelMetrics, Report
@@ -50,3 +51,22 @@ def test_text_is_escaped(make_report: Callable[..., Report]) -> None:
 def test_broken_promise_is_flagged(make_report: Callable[..., Report]) -> None:
     html = render_html(make_report(compressed=ModelMetrics(params=1, macs=1, accuracy=0.90)))
     assert "class='bad'" in html and "broke the recipe's limit" in html
+
+
+def test_int8_scores_are_named_by_what_they_measure(make_report: Callable[..., Report]) -> None:
+    from prunekit.reporting import QuantizationInfo
+
+    q = QuantizationInfo(mode="dynamic", method="dynamic", chosen_artifact="m.int8.onnx", reason="faster",
+                         float_accuracy=0.772, int8_accuracy=0.77)
+    html = render_html(make_report(task="embedding", quantization=q))
+    assert "<td>float mean cosine to the dense model (validation split)</td><td>0.772</td>" in html
+    assert "77.20%" not in html  # a cosine is not a percentage
+    lm = render_html(make_report(task="causal_lm", quantization=replace(q, float_accuracy=-2.5)))  # scored as -loss
+    assert "<td>float next-token loss (validation split)</td><td>2.5</td>" in lm
+
+
+def test_a_single_step_trajectory_is_a_table_not_a_plot(make_report: Callable[..., Report]) -> None:
+    one = render_html(make_report(trajectory=[{"step": 0, "sparsity": 0.5, "accuracy": 0.97}]))
+    two = render_html(make_report())
+    assert len(_images(two)) - len(_images(one)) == 1
+    assert "Pruning trajectory" in one and "<td>0.97</td>" in one

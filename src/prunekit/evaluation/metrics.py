@@ -163,6 +163,33 @@ def evaluate(predict: Predictor, loader: Iterable, *, task: Task, num_classes: i
     return result
 
 
+# The one number the int8 fallback compares per task (higher = better) and what the report calls it.
+_QUALITY = {"classification": ("accuracy", "accuracy"), "regression": ("r2", "R²"),
+            "embedding": ("cosine_mean", "mean cosine to the dense model"), "causal_lm": ("loss", "minus the next-token loss")}
+
+
+def quality_score(metrics: dict, task: str) -> float:
+    """The task's quality as one number, higher = better: accuracy, R² (regression), mean cosine to
+    the dense model (embeddings) or minus the next-token loss (language models).
+
+    An int8 model is kept only if this drops by at most the recipe's tolerance; a regression model
+    has no accuracy, so reading one there would compare 0 with 0 and accept any int8 error.
+    """
+    if task not in _QUALITY:
+        raise InvalidParameterError(f"quality_score: task must be one of {', '.join(_QUALITY)}. Got {task!r} instead.")
+    key = _QUALITY[task][0]
+    value = metrics.get(key)
+    if value is None or value != value:  # missing or NaN (R² of a single sample)
+        raise InvalidParameterError(f"quality_score: the {task} metrics have no finite {key!r} "
+                                    f"(got {value!r}); evaluate on at least two samples")
+    return -float(value) if task == "causal_lm" else float(value)
+
+
+def quality_label(task: str) -> str:
+    """What :func:`quality_score` measures for ``task``, for report labels."""
+    return _QUALITY.get(task, ("accuracy", "accuracy"))[1]
+
+
 def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         return values.detach().cpu().numpy()

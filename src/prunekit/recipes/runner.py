@@ -585,6 +585,7 @@ class _Run:
                 else round(accuracy - float_accuracy, 4)}
 
     def quantize(self, model: nn.Module) -> tuple[Path, QuantizationInfo]:
+        from prunekit.evaluation.metrics import quality_label, quality_score
         from prunekit.quantization import QuantSpec, quantize_for_deployment
 
         r, q = self.recipe, self.recipe.quantization
@@ -594,14 +595,12 @@ class _Run:
         batches = max(1, q.calibration_samples // (self.bundle.calib.batch_size or r.data.batch_size))  # text: a batch sampler
         spec = QuantSpec(method=q.method, percentile=q.percentile, per_channel=q.per_channel, calib_batches=batches)
         self.stage(f"quantizing to int8 ({mode}, {q.method} calibration"
-                   + (f", fallback within {q.tolerance:.1%} accuracy" if q.tolerance is not None else "") + ")")
+                   + ("" if q.tolerance is None else f", fallback within {q.tolerance:.1%} accuracy"
+                      if self.bundle.task == "classification" else f", fallback within {q.tolerance:g} of {quality_label(self.bundle.task)}")
+                   + ")")
 
-        def score(path: str) -> float:
-            if self.text is not None:  # fidelity for embeddings, -loss for language models, else accuracy
-                from prunekit.recipes.text_stage import quantization_score
-
-                return quantization_score(self.onnx_metrics(Path(path), self.bundle.val), self.bundle.task)
-            return float(self.onnx_metrics(Path(path), self.bundle.val).get("accuracy") or 0.0)
+        def score(path: str) -> float:  # accuracy, R², cosine to dense or -loss: see quality_score
+            return quality_score(self.onnx_metrics(Path(path), self.bundle.val), self.bundle.task)
 
         result = quantize_for_deployment(
             model.eval(), self.example, self.bundle.calib, workdir=self.work / "quantization", spec=spec, mode=mode,

@@ -177,11 +177,3 @@ def shrink_vocabulary(model: nn.Module, train: Any, tokenizer: Any) -> str:
             f"({len(kept) / size:.1%}); other tokens read the [UNK] row. Kept ids: compressed/vocabulary.json "
             f"(prunekit.models.vocab.load_vocabulary rebuilds the table)")
 
-
-def quantization_score(metrics: dict[str, Any], task: str) -> float:
-    """Higher is better, for the int8 accuracy fallback: cosine to dense, -next-token loss, or accuracy."""
-    if task == "embedding":
-        return float(metrics["cosine_mean"])
-    if task == "causal_lm":
-        return -float(metrics["loss"])
-    return float(metrics.get("accuracy") or 0.0)

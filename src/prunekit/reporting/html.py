@@ -117,7 +117,8 @@ def _recovery(report: Report) -> str:
     stages = [("after pruning", r.after_pruning), ("after BN recalibration", r.after_bn_recalibration),
               ("after fine-tuning", r.after_finetune)]
     rows = [(name, fmt_pct(v)) for name, v in stages if v is not None]
-    return "<h2>Recovery</h2>" + _table(["stage", "accuracy"], rows) if rows else ""
+    what = "linear-probe accuracy" if report.task == "embedding" else "accuracy"  # see the report's notes
+    return "<h2>Recovery</h2>" + _table(["stage", what], rows) if rows else ""
 
 
 def _quality(task: str):

@@ -22,6 +22,7 @@ cores. Calibration collection time and the size of the statistics it keeps are p
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import time
@@ -201,10 +202,9 @@ CASES = {"digits": digits_case, "fashion": fashion_case, "brown": brown_case}
 
 # ----------------------------------------------------------------------------- measurements
 @torch.no_grad()
-def mean_loss(model: nn.Module, data: list) -> float:
+def sample_losses(model: nn.Module, data: list) -> torch.Tensor:
     model.eval()
-    total = sum(float(F.cross_entropy(model(xb), yb, reduction="sum")) for xb, yb in data)
-    return total / sum(len(yb) for _, yb in data)
+    return torch.cat([F.cross_entropy(model(xb), yb, reduction="none").double() for xb, yb in data])  # (samples,)
 
 
 @torch.no_grad()
@@ -214,18 +214,36 @@ def accuracy(model: nn.Module, data: list) -> float:
 
 
 def oracle(model: nn.Module, graph, groups, data: list) -> dict[str, np.ndarray]:
-    """Loss increase of zeroing each unit alone (zero_plan), per group."""
-    dense = mean_loss(model, data)
-    return {g.id: np.array([mean_loss(zero_plan(model, graph, PruningPlan({g.id: (u,)})), data) - dense
-                            for u in range(g.size)]) for g in groups}
+    """Per-sample loss increase of zeroing each unit alone (zero_plan): per group (units, samples)."""
+    dense = sample_losses(model, data)
+    return {g.id: torch.stack([sample_losses(zero_plan(model, graph, PruningPlan({g.id: (u,)})), data) - dense
+                               for u in range(g.size)]).numpy() for g in groups}
+
+
+def _rho(a: np.ndarray, b: np.ndarray) -> float:
+    rho = spearmanr(a, b).statistic
+    return 0.0 if np.isnan(rho) else float(rho)  # a constant ranking carries no information
 
 
 def mean_spearman(scores: dict[str, torch.Tensor], truth: dict[str, np.ndarray]) -> tuple[float, int]:
-    rhos = []
-    for gid, s in scores.items():
-        rho = spearmanr(s.double().numpy(), truth[gid]).statistic
-        rhos.append(0.0 if np.isnan(rho) else float(rho))  # a constant ranking carries no information
+    rhos = [_rho(s.double().numpy(), truth[gid]) for gid, s in scores.items()]
     return (float(np.mean(rhos)) if rhos else float("nan")), len(rhos)
+
+
+def oracle_reliability(per_sample: dict[str, np.ndarray], seed: int) -> tuple[float, float]:
+    """Split-half Spearman of the oracle with itself, and the ceiling it puts on any criterion's ρ.
+
+    The oracle's samples are split at random into two halves; per group the Spearman between the
+    two half-oracles is ``r``, averaged over groups. Spearman-Brown ``2r / (1 + r)`` is the
+    reliability of the full oracle, and its square root the most a noise-free criterion can
+    correlate with it (classical test theory, attenuation by measurement error).
+    """
+    n = next(iter(per_sample.values())).shape[1]
+    order = np.random.default_rng(seed + 11).permutation(n)
+    a, b = order[: n // 2], order[n // 2:]
+    r = float(np.mean([_rho(m[:, a].mean(1), m[:, b].mean(1)) for m in per_sample.values()]))
+    full = 2 * r / (1 + r) if r > -1 else float("nan")
+    return r, math.sqrt(full) if full > 0 else 0.0
 
 
 def one_shot(model, graph, scores, ratio, train_data, test_data, scope="local") -> float:
@@ -251,20 +269,25 @@ def collection_cost(model, calib, groups) -> list[tuple[str, float, int]]:
 
 def run_case(case: dict, names: list[str], args) -> dict:
     model, (x, y) = case["model"], case["train"]
-    (xo, yo), (xc, yc) = _split(x, y, args.oracle_samples, 64 * args.calib_batches, args.seed)
+    n_oracle = min(args.oracle_samples, len(x) - 64 * args.calib_batches)
+    (xo, yo), (xc, yc) = _split(x, y, n_oracle, 64 * args.calib_batches, args.seed)
     oracle_data, calib = _loader(xo, yo, 256), _loader(xc, yc, 64)
     train_data, test_data = _loader(x, y, 32, shuffle=True, seed=args.seed), _loader(*case["test"], 250)
     graph = build_graph(model, case["example"])
     groups = graph.prunable_groups()
     t = time.perf_counter()
-    truth = oracle(model, graph, groups, oracle_data)
-    print(f"  oracle: {sum(g.size for g in groups)} units in {len(groups)} groups, {time.perf_counter() - t:.0f}s",
-          flush=True)
+    per_sample = oracle(model, graph, groups, oracle_data)
+    truth = {gid: m.mean(1) for gid, m in per_sample.items()}  # the issue's oracle: mean loss increase
+    squared = {gid: m.mean(1) ** 2 for gid, m in per_sample.items()}  # Molchanov et al.'s (E - E|unit=0)^2
+    half, ceiling = oracle_reliability(per_sample, args.seed)
+    print(f"  oracle: {sum(g.size for g in groups)} units in {len(groups)} groups, {n_oracle} samples, "
+          f"{time.perf_counter() - t:.0f}s; split-half spearman {half:+.3f}, ceiling {ceiling:.3f}", flush=True)
     for needs, seconds, size in collection_cost(model, calib, groups):
         print(f"  collect {needs:20s} {seconds:6.2f}s  statistics {size / 1024:8.1f} KiB", flush=True)
     ctx = collect(model, calib, needs={"gates", "gate_hessian", "gate_ggn", "activations", "grads"}, groups=groups,
                   hutchinson_samples=args.probes, seed=args.seed)
-    out = {"dense": accuracy(model, test_data)}
+    out = {"dense": accuracy(model, test_data), "split_half": half, "ceiling": ceiling, "oracle_samples": n_oracle,
+           "criteria": {}}
     has_heads = any(g.unit == "head" for g in groups)
     for name in names + list(ESTIMATES):
         if name == "heads" and not has_heads:
@@ -273,37 +296,83 @@ def run_case(case: dict, names: list[str], args) -> dict:
         try:
             scores, skipped = score_groups(groups, ctx, crit)
         except DegenerateScoresError as err:
-            out[name] = {"error": str(err)}
+            out["criteria"][name] = {"error": str(err)}
+            continue
+        if not scores:
+            out["criteria"][name] = {"error": "no group scored: " + "; ".join(sorted(set(skipped.values())))}
+            print(f"  {name:24s} no group scored", flush=True)
             continue
         rho, scored = mean_spearman(scores, truth)
-        accs = {r: one_shot(model, graph, scores, r, train_data, test_data) for r in RATIOS}
+        rho_sq, _ = mean_spearman(scores, squared)
+        accs = {str(r): one_shot(model, graph, scores, r, train_data, test_data) for r in RATIOS}
         accs["global"] = one_shot(model, graph, scores, RATIOS[0], train_data, test_data, scope="global")
-        out[name] = {"rho": rho, "groups": scored, **accs}
-        print(f"  {name:24s} spearman {rho:+.3f} ({scored}/{len(groups)} groups)  "
+        out["criteria"][name] = {"rho": rho, "rho_sq": rho_sq, "groups": scored, "of": len(groups), **accs}
+        print(f"  {name:24s} spearman {rho:+.3f} (squared oracle {rho_sq:+.3f}; {scored}/{len(groups)} groups)  "
               + "  ".join(f"{r}: {a:.3f}" for r, a in accs.items()), flush=True)
     return out
 
 
-def table(results: dict[str, dict], names: list[str]) -> str:
-    """Markdown: per model ρ / local 50% / local 70% / global 50%; means over the models."""
+SHOTS = [str(r) for r in RATIOS] + ["global"]
+
+
+def _stat(values: list[float], fmt: str) -> str:
+    """``mean ± sd`` over seeds (sample sd), the mean alone for one seed."""
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(float(np.mean(values)), fmt)} ± {float(np.std(values, ddof=1)):.2f}"
+
+
+def _runs(results: dict, case: str, name: str) -> list[dict]:
+    return [r["criteria"][name] for r in results[case].values() if "rho" in r["criteria"].get(name, {})]
+
+
+def _partial(runs: list[dict]) -> str:
+    return "" if all(r["groups"] == r["of"] for r in runs) else f" ({runs[0]['groups']}/{runs[0]['of']} groups)"
+
+
+def tables(results: dict[str, dict[str, dict]], names: list[str]) -> str:
+    """Two markdown tables over ``results[case][seed]``: correlations with the oracles, one-shot accuracy."""
     cases = list(results)
-    head = ("| criterion | " + " | ".join(f"{c}: ρ / 50% / 70% / global 50%" for c in cases)
-            + " | mean ρ | mean one-shot |")
-    lines = [head, "|---" * (len(cases) + 3) + "|",
-             "| dense accuracy | " + " | ".join(f"{results[c]['dense']:.3f}" for c in cases) + " | | |"]
-    for name in names + list(ESTIMATES):
-        cells, rhos, shots = [], [], []
+    rows = names + list(ESTIMATES)
+    seeds = sorted({s for c in cases for s in results[c]})
+    per_case = lambda key, fmt: " | ".join(_stat([r[key] for r in results[c].values()], fmt) for c in cases)  # noqa: E731
+    lines = [f"Seeds {', '.join(map(str, seeds))}: mean ± sd over seeds. ρ: Spearman with the issue's oracle "
+             f"(mean loss increase of zeroing one unit), per group, mean over groups; ρ²: with Molchanov et al.'s "
+             f"squared loss change.", "",
+             "| criterion | " + " | ".join(f"{c}: ρ | {c}: ρ² " for c in cases) + " | mean ρ | mean ρ² |",
+             "|---" * (2 * len(cases) + 3) + "|",
+             "| oracle split-half ρ | " + " | ".join(f"{_stat([r['split_half'] for r in results[c].values()], '+.2f')} | "
+                                                  for c in cases) + " | |",
+             "| ceiling (sqrt of Spearman-Brown) | " + " | ".join(
+                 f"{_stat([r['ceiling'] for r in results[c].values()], '.2f')} | " for c in cases) + " | |"]
+    for name in rows:
+        cells, means, means_sq = [], [], []
         for c in cases:
-            r = results[c].get(name, {})
-            if "rho" not in r:
-                cells.append("error" if "error" in r else "-")
+            runs = _runs(results, c, name)
+            if not runs:
+                cells.append("n/a | n/a" if any("error" in r["criteria"].get(name, {}) for r in results[c].values())
+                             else "- | -")
                 continue
-            rhos.append(r["rho"])
-            shots += [r[0.5], r[0.7], r["global"]]
-            cells.append(f"{r['rho']:+.2f} / {r[0.5]:.3f} / {r[0.7]:.3f} / {r['global']:.3f}")
-        mean = f"{np.mean(rhos):+.2f}" if rhos else "-"
-        shot = f"{np.mean(shots):.3f}" if len(rhos) == len(cases) else "-"  # only when every model ran
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} | {shot} |")
+            means.append(np.mean([r["rho"] for r in runs]))
+            means_sq.append(np.mean([r["rho_sq"] for r in runs]))
+            cells.append(f"{_stat([r['rho'] for r in runs], '+.2f')}{_partial(runs)} | "
+                         f"{_stat([r['rho_sq'] for r in runs], '+.2f')}")
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {np.mean(means):+.2f} | {np.mean(means_sq):+.2f} |" if means else f"| {name} | " + " | ".join(cells) + " | - | - |")
+    lines += ["", "| criterion | " + " | ".join(f"{c}: 50% / 70% / global 50%" for c in cases) + " | mean one-shot |",
+              "|---" * (len(cases) + 2) + "|", "| dense accuracy | " + per_case("dense", ".3f") + " | |"]
+    for name in rows:
+        cells, shots, complete = [], [], True
+        for c in cases:
+            runs = _runs(results, c, name)
+            if not runs:
+                complete = False
+                cells.append("n/a" if any("error" in r["criteria"].get(name, {}) for r in results[c].values()) else "-")
+                continue
+            shots += [np.mean([r[k] for r in runs]) for k in SHOTS]
+            cells.append(" / ".join(_stat([r[k] for r in runs], ".3f") for k in SHOTS) + _partial(runs))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean(shots):.3f} |" if complete
+                     else f"| {name} | " + " | ".join(cells) + " | - |")
     return "\n".join(lines)
 
 
@@ -312,12 +381,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller data and oracle, fewer criteria")
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--criteria", nargs="*", default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--oracle-samples", type=int, default=None, help="default 512 (256 with --quick)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="one full run (training, oracle, calibration) per seed; tables give mean ± sd")
+    parser.add_argument("--oracle-samples", type=int, default=None,
+                        help="default 512 (256 with --quick), at most what calibration leaves of the training set")
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--probes", type=int, default=1, help="Hutchinson probes per batch (obd)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fashion-width", type=int, default=16, help="ResNet-8 width on Fashion-MNIST")
+    parser.add_argument("--save", default=None, help="write the per-seed results as JSON")
+    parser.add_argument("--load", nargs="+", default=None,
+                        help="print the tables of saved JSON results (e.g. one per model) and exit")
     args = parser.parse_args()
     args.oracle_samples = args.oracle_samples or (256 if args.quick else 512)
     torch.set_num_threads(args.threads)
@@ -325,18 +399,30 @@ def main() -> None:
     unknown = [n for n in names if n not in CRITERIA.names()]
     if unknown:
         parser.error(f"unknown criteria {unknown}; choose from {CRITERIA.names()}")
+    if args.load:
+        results: dict = {}
+        for path in args.load:
+            for case, runs in json.load(open(path)).items():
+                results.setdefault(case, {}).update(runs)
+        print(tables(results, names))
+        return
     results = {}
     for key in args.models:
-        t = time.perf_counter()
-        torch.manual_seed(args.seed)
-        case = CASES[key](args)
-        print(f"{case['name']}: trained in {time.perf_counter() - t:.0f}s", flush=True)
-        results[case["name"]] = run_case(case, names, args)
-        print(f"  ({time.perf_counter() - t:.0f}s)", flush=True)
+        for seed in args.seeds:
+            t = time.perf_counter()
+            run_args = argparse.Namespace(**{**vars(args), "seed": seed})
+            torch.manual_seed(seed)
+            case = CASES[key](run_args)
+            print(f"{case['name']} seed {seed}: trained in {time.perf_counter() - t:.0f}s", flush=True)
+            results.setdefault(case["name"], {})[str(seed)] = run_case(case, names, run_args)
+            print(f"  ({time.perf_counter() - t:.0f}s)", flush=True)
+            if args.save:
+                json.dump(results, open(args.save, "w"), indent=1)
     print()
-    print(table(results, names))
-    errors = {(c, n): r["error"] for c, rs in results.items() for n, r in rs.items() if isinstance(r, dict) and "error" in r}
-    for (c, n), e in errors.items():
+    print(tables(results, names))
+    errors = {(c, n, r["error"]) for c, runs in results.items() for out in runs.values()
+              for n, r in out["criteria"].items() if "error" in r}
+    for c, n, e in sorted(errors):
         print(f"{c} / {n}: {e}")
 
 

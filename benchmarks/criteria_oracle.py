@@ -261,7 +261,7 @@ def collection_cost(model, calib, groups) -> list[tuple[str, float, int]]:
         ctx = collect(model, calib, needs=set(needs), groups=groups)
         seconds = time.perf_counter() - t
         held = [v for s in ctx.gates.values() for v in (s.g_sum, s.g2_sum, s.batch_mean_sq, s.h_sum, s.abs_sum)]
-        held += [v for s in ctx.activations.values() for v in (s.count, s.nonpositive, s.abs_sum)]
+        held += [v for s in ctx.activations.values() for v in (s.count, s.nonpositive, s.abs_sum, s.negative)]
         held += list(ctx.grads.values()) + list(ctx.grad_sq.values())
         rows.append(("+".join(needs), seconds, sum(v.numel() * v.element_size() for v in held)))
     return rows

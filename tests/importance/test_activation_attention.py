@@ -43,9 +43,30 @@ def test_conv_statistics_use_channel_axis_one(make_slot):
     x = torch.tensor([1.0, -2.0, 3.0, 0.0]).view(1, 1, 2, 2)
     group = ChannelGroup(":out", 2, (make_slot("weight", 0, [0, 1], "out", ""),))
     ctx = collect(conv, [(x, torch.zeros(1))], needs={"activations"}, groups=[group])  # no consumer: raw output
-    # channel 0 sees x, channel 1 sees -x: zeros-or-less are {-2, 0} and {-1, -3, 0}
-    torch.testing.assert_close(APoZ()(group, ctx), torch.tensor([1 - 2 / 4, 1 - 3 / 4]))
+    # channel 0 sees x, channel 1 sees -x: negative values are {-2} and {-1, -3}
+    torch.testing.assert_close(ctx.activations[group.id].negative, torch.tensor([1.0, 2.0], dtype=torch.float64))
     torch.testing.assert_close(MeanActivation()(group, ctx), torch.tensor([1.5, 1.5]))
+
+
+def test_apoz_refuses_a_group_no_relu_makes_zeros(make_slot):
+    """The raw conv output above is negative 3 times in 8 values: APoZ there would count signs, not use."""
+    conv = nn.Conv2d(1, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+    x = torch.tensor([1.0, -2.0, 3.0, 0.0]).view(1, 1, 2, 2)
+    group = ChannelGroup(":out", 2, (make_slot("weight", 0, [0, 1], "out", ""),))
+    ctx = collect(conv, [(x, torch.zeros(1))], needs={"activations"}, groups=[group])
+    with pytest.raises(UnscorableGroupError, match=r"group ':out': 3 of 8 values .* are negative.*'activation'"):
+        APoZ()(group, ctx)
+
+
+def test_apoz_refuses_attention_heads(make_slot):
+    model, data = _attention_data()
+    group = _head_group(make_slot)
+    ctx = collect(model, data, needs={"activations"}, groups=[group])
+    with pytest.raises(UnscorableGroupError, match="cannot score group 'attn:heads'"):
+        APoZ()(group, ctx)
+    assert MeanActivation()(group, ctx).shape == (2,)
 
 
 def test_activation_criterion_without_statistics_is_unscorable(two_layer, hidden_group):

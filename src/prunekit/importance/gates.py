@@ -193,8 +193,9 @@ class GateRecorder:
             torch.full((flat.shape[1],), float(flat.shape[0]), dtype=torch.float64),
             (flat <= 0).sum(0).double(),
             flat.abs().sum(0),
-        ])  # (3, features)
-        per_unit = torch.zeros(3, site.size + 1, dtype=torch.float64).index_add_(1, site.index, per_feature.cpu())
+            (flat < 0).sum(0).double(),
+        ])  # (4, features)
+        per_unit = torch.zeros(4, site.size + 1, dtype=torch.float64).index_add_(1, site.index, per_feature.cpu())
         acc = self.activations.get(site.group)
         if acc is None:
             self.activations[site.group] = [per_unit[:, : site.size]]

@@ -64,6 +64,7 @@ class GateStats:
     samples: int = 0
     batches: int = 0
     sites: tuple[str, ...] = ()  # "kind:module" of every site that fired
+    hessian_exact: bool = False  # h_sum is the exact diagonal (not a Hutchinson estimate)
 
     @classmethod
     def zeros(cls, size: int) -> GateStats:

@@ -253,12 +253,12 @@ def one_shot(model, graph, scores, ratio, train_data, test_data, scope="local") 
     return accuracy(small, test_data)
 
 
-def collection_cost(model, calib, groups) -> list[tuple[str, float, int]]:
+def collection_cost(model, calib, groups, exact_units: int) -> list[tuple[str, float, int]]:
     """Seconds and statistics bytes of one calibration pass per requirement set."""
     rows = []
     for needs in (("gates",), ("gates", "gate_hessian"), ("gate_ggn",), ("activations",), ("grads",)):
         t = time.perf_counter()
-        ctx = collect(model, calib, needs=set(needs), groups=groups)
+        ctx = collect(model, calib, needs=set(needs), groups=groups, exact_hessian_units=exact_units)
         seconds = time.perf_counter() - t
         held = [v for s in ctx.gates.values() for v in (s.g_sum, s.g2_sum, s.batch_mean_sq, s.h_sum, s.abs_sum)]
         held += [v for s in ctx.activations.values() for v in (s.count, s.nonpositive, s.abs_sum, s.negative)]
@@ -282,10 +282,10 @@ def run_case(case: dict, names: list[str], args) -> dict:
     half, ceiling = oracle_reliability(per_sample, args.seed)
     print(f"  oracle: {sum(g.size for g in groups)} units in {len(groups)} groups, {n_oracle} samples, "
           f"{time.perf_counter() - t:.0f}s; split-half spearman {half:+.3f}, ceiling {ceiling:.3f}", flush=True)
-    for needs, seconds, size in collection_cost(model, calib, groups):
+    for needs, seconds, size in collection_cost(model, calib, groups, args.exact_hessian_units):
         print(f"  collect {needs:20s} {seconds:6.2f}s  statistics {size / 1024:8.1f} KiB", flush=True)
     ctx = collect(model, calib, needs={"gates", "gate_hessian", "gate_ggn", "activations", "grads"}, groups=groups,
-                  hutchinson_samples=args.probes, seed=args.seed)
+                  hutchinson_samples=args.probes, exact_hessian_units=args.exact_hessian_units, seed=args.seed)
     out = {"dense": accuracy(model, test_data), "split_half": half, "ceiling": ceiling, "oracle_samples": n_oracle,
            "criteria": {}}
     has_heads = any(g.unit == "head" for g in groups)
@@ -386,7 +386,9 @@ def main() -> None:
     parser.add_argument("--oracle-samples", type=int, default=None,
                         help="default 512 (256 with --quick), at most what calibration leaves of the training set")
     parser.add_argument("--calib-batches", type=int, default=8)
-    parser.add_argument("--probes", type=int, default=1, help="Hutchinson probes per batch (obd)")
+    parser.add_argument("--probes", type=int, default=1, help="Hutchinson probes per batch (obd, output_sensitivity)")
+    parser.add_argument("--exact-hessian-units", type=int, default=64,
+                        help="obd: exact gate Hessian diagonal for groups of at most this many units (0: Hutchinson)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fashion-width", type=int, default=16, help="ResNet-8 width on Fashion-MNIST")
     parser.add_argument("--save", default=None, help="write the per-seed results as JSON")

@@ -4,19 +4,28 @@ Oracle (Molchanov et al. 2019): for every unit of every prunable group, the incr
 training loss (``--oracle-samples`` training samples, eval mode) when that unit alone is zeroed
 (``zero_plan``). Each criterion scores the same units from ``--calib-batches`` calibration batches
 of 64 other training samples; per group the Spearman rank correlation with the oracle is taken,
-then the mean over groups. One-shot: the dense model is cut to 50% and 70% of every group's units
-(local scope, no rounding), and to 50% of all units with one global ranking of mean-normalized
-scores (the recipe's default scope); BatchNorm statistics are recalibrated (20 training batches
-of 32), no fine-tuning, test accuracy. The signed loss-change estimates (first and second order,
-not registered as criteria) are shown for reference.
+then the mean over groups (ρ). Beside it, ρ² is the same against Molchanov et al.'s own oracle,
+the SQUARED loss change, which is what ``taylor`` estimates. The oracle's own noise is measured:
+its split-half Spearman (two disjoint halves of its samples) and the ceiling it puts on any
+criterion's ρ (square root of the Spearman-Brown reliability).
 
-Models (each seeded on its own): the issue's small CNN on scikit-learn digits (6 epochs),
-ResNet-8 width 16 (``--fashion-width``) on 3000 Fashion-MNIST training images (6 epochs, 1000 test images), and a
+One-shot: the dense model is cut to 50% and 70% of every group's units (local scope, no
+rounding), and to 50% of all units with one global ranking of mean-normalized scores (the
+recipe's default scope); BatchNorm statistics are recalibrated (20 training batches of 32), no
+fine-tuning, test accuracy. The signed loss-change estimates (first and second order, not
+registered as criteria) and the oracle itself used as scores are shown for reference.
+
+Models: the issue's small CNN on scikit-learn digits (6 epochs), ResNet-8 width 16
+(``--fashion-width``) on 3000 Fashion-MNIST training images (6 epochs, 1000 test images), and a
 2-layer transformer encoder (d 32, 4 heads) classifying the genre (15 classes) of 64-token windows
-of the Brown corpus (8 epochs). Sizes are small because the development machine is two shared
-cores. Calibration collection time and the size of the statistics it keeps are printed too.
+of the Brown corpus (8 epochs). ``--seeds`` repeats everything (data split, training, oracle and
+calibration samples, random probes) per seed; the tables give mean ± sd over seeds. Sizes are
+small because the development machine is two shared cores. Calibration collection time and the
+size of the statistics it keeps are printed too.
 
-    python benchmarks/criteria_oracle.py [--quick] [--models digits fashion brown] [--seed 0]
+    python benchmarks/criteria_oracle.py [--quick] [--models digits fashion brown] [--seeds 0 1 2]
+    python benchmarks/criteria_oracle.py --models brown --seeds 0 1 2 --save brown.json   # one model
+    python benchmarks/criteria_oracle.py --load digits.json fashion.json brown.json       # one table
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from prunekit.training import recalibrate_batchnorm
 WEIGHT_ONLY = ["random", "l1", "l2", "bn_scale", "lamp"]
 GATE = ["taylor", "taylor_batch", "fisher", "obd", "output_sensitivity", "heads"]
 ESTIMATES = {"first_order (estimate)": TaylorFirstOrder, "second_order (estimate)": TaylorSecondOrder}
+ORACLE_ROW = "oracle itself (reference)"  # the single-unit loss increases used as scores: the best such ranking
 ACTIVATION = ["apoz", "activation"]
 OLD = ["gradient", "taylor_weight", "taylor_elementwise", "fisher_weight", "obd_weight"]
 RATIOS = (0.5, 0.7)
@@ -289,17 +299,21 @@ def run_case(case: dict, names: list[str], args) -> dict:
     out = {"dense": accuracy(model, test_data), "split_half": half, "ceiling": ceiling, "oracle_samples": n_oracle,
            "criteria": {}}
     has_heads = any(g.unit == "head" for g in groups)
-    for name in names + list(ESTIMATES):
+    for name in names + list(ESTIMATES) + [ORACLE_ROW]:
         if name == "heads" and not has_heads:
             continue  # the head-mask gradient is meant for attention heads
-        crit = ESTIMATES[name]() if name in ESTIMATES else make_criterion(name, seed=args.seed if name == "random" else None)
-        try:
-            scores, skipped = score_groups(groups, ctx, crit)
-        except DegenerateScoresError as err:
-            out["criteria"][name] = {"error": str(err)}
-            continue
+        if name == ORACLE_ROW:
+            scores, skipped = {gid: torch.from_numpy(t) for gid, t in truth.items()}, {}
+        else:
+            crit = ESTIMATES[name]() if name in ESTIMATES else make_criterion(name, seed=args.seed if name == "random" else None)
+            try:
+                scores, skipped = score_groups(groups, ctx, crit)
+            except DegenerateScoresError as err:
+                out["criteria"][name] = {"error": str(err)}
+                continue
         if not scores:
-            out["criteria"][name] = {"error": "no group scored: " + "; ".join(sorted(set(skipped.values())))}
+            reasons = sorted(set(skipped.values()))
+            out["criteria"][name] = {"error": f"no group scored ({len(skipped)} refused), e.g. {reasons[0]}"}
             print(f"  {name:24s} no group scored", flush=True)
             continue
         rho, scored = mean_spearman(scores, truth)
@@ -333,7 +347,7 @@ def _partial(runs: list[dict]) -> str:
 def tables(results: dict[str, dict[str, dict]], names: list[str]) -> str:
     """Two markdown tables over ``results[case][seed]``: correlations with the oracles, one-shot accuracy."""
     cases = list(results)
-    rows = names + list(ESTIMATES)
+    rows = names + list(ESTIMATES) + [ORACLE_ROW]
     seeds = sorted({s for c in cases for s in results[c]})
     per_case = lambda key, fmt: " | ".join(_stat([r[key] for r in results[c].values()], fmt) for c in cases)  # noqa: E731
     lines = [f"Seeds {', '.join(map(str, seeds))}: mean ± sd over seeds. ρ: Spearman with the issue's oracle "

@@ -61,6 +61,9 @@ ORACLE_ROW = "oracle itself (reference)"  # the single-unit loss increases used 
 ACTIVATION = ["apoz", "activation"]
 OLD = ["gradient", "taylor_weight", "taylor_elementwise", "fisher_weight", "obd_weight"]
 RATIOS = (0.5, 0.7)
+# training samples of the oracle: the Brown oracle is noise-dominated at 512 (split-half Spearman
+# printed by every run), the other two are not and cost more per sample (convolutions on images)
+ORACLE_SAMPLES = {"digits": 512, "fashion": 512, "brown": 2048}
 
 
 # ----------------------------------------------------------------------------- models and data
@@ -279,7 +282,8 @@ def collection_cost(model, calib, groups, exact_units: int) -> list[tuple[str, f
 
 def run_case(case: dict, names: list[str], args) -> dict:
     model, (x, y) = case["model"], case["train"]
-    n_oracle = min(args.oracle_samples, len(x) - 64 * args.calib_batches)
+    wanted = args.oracle_samples or ORACLE_SAMPLES[case["key"]] // (2 if args.quick else 1)
+    n_oracle = min(wanted, len(x) - 64 * args.calib_batches)
     (xo, yo), (xc, yc) = _split(x, y, n_oracle, 64 * args.calib_batches, args.seed)
     oracle_data, calib = _loader(xo, yo, 256), _loader(xc, yc, 64)
     train_data, test_data = _loader(x, y, 32, shuffle=True, seed=args.seed), _loader(*case["test"], 250)
@@ -290,13 +294,15 @@ def run_case(case: dict, names: list[str], args) -> dict:
     truth = {gid: m.mean(1) for gid, m in per_sample.items()}  # the issue's oracle: mean loss increase
     squared = {gid: m.mean(1) ** 2 for gid, m in per_sample.items()}  # Molchanov et al.'s (E - E|unit=0)^2
     half, ceiling = oracle_reliability(per_sample, args.seed)
+    half_512 = oracle_reliability({g: m[:, :512] for g, m in per_sample.items()}, args.seed)[0]
     print(f"  oracle: {sum(g.size for g in groups)} units in {len(groups)} groups, {n_oracle} samples, "
-          f"{time.perf_counter() - t:.0f}s; split-half spearman {half:+.3f}, ceiling {ceiling:.3f}", flush=True)
+          f"{time.perf_counter() - t:.0f}s; split-half spearman {half:+.3f} (first 512 samples: {half_512:+.3f}), "
+          f"ceiling {ceiling:.3f}", flush=True)
     for needs, seconds, size in collection_cost(model, calib, groups, args.exact_hessian_units):
         print(f"  collect {needs:20s} {seconds:6.2f}s  statistics {size / 1024:8.1f} KiB", flush=True)
     ctx = collect(model, calib, needs={"gates", "gate_hessian", "gate_ggn", "activations", "grads"}, groups=groups,
                   hutchinson_samples=args.probes, exact_hessian_units=args.exact_hessian_units, seed=args.seed)
-    out = {"dense": accuracy(model, test_data), "split_half": half, "ceiling": ceiling, "oracle_samples": n_oracle,
+    out = {"dense": accuracy(model, test_data), "split_half": half, "split_half_512": half_512, "ceiling": ceiling, "oracle_samples": n_oracle,
            "criteria": {}}
     has_heads = any(g.unit == "head" for g in groups)
     for name in names + list(ESTIMATES) + [ORACLE_ROW]:
@@ -398,7 +404,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="one full run (training, oracle, calibration) per seed; tables give mean ± sd")
     parser.add_argument("--oracle-samples", type=int, default=None,
-                        help="default 512 (256 with --quick), at most what calibration leaves of the training set")
+                        help=f"default per model {ORACLE_SAMPLES} (half with --quick), at most what calibration "
+                             f"leaves of the training set")
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--probes", type=int, default=1, help="Hutchinson probes per batch (obd, output_sensitivity)")
     parser.add_argument("--exact-hessian-units", type=int, default=64,
@@ -409,7 +416,6 @@ def main() -> None:
     parser.add_argument("--load", nargs="+", default=None,
                         help="print the tables of saved JSON results (e.g. one per model) and exit")
     args = parser.parse_args()
-    args.oracle_samples = args.oracle_samples or (256 if args.quick else 512)
     torch.set_num_threads(args.threads)
     names = args.criteria if args.criteria is not None else (WEIGHT_ONLY + GATE + ACTIVATION + ([] if args.quick else OLD))
     unknown = [n for n in names if n not in CRITERIA.names()]
@@ -428,7 +434,7 @@ def main() -> None:
             t = time.perf_counter()
             run_args = argparse.Namespace(**{**vars(args), "seed": seed})
             torch.manual_seed(seed)
-            case = CASES[key](run_args)
+            case = CASES[key](run_args) | {"key": key}
             print(f"{case['name']} seed {seed}: trained in {time.perf_counter() - t:.0f}s", flush=True)
             results.setdefault(case["name"], {})[str(seed)] = run_case(case, names, run_args)
             print(f"  ({time.perf_counter() - t:.0f}s)", flush=True)

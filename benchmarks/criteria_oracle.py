@@ -352,14 +352,15 @@ def _partial(runs: list[dict]) -> str:
 
 def tables(results: dict[str, dict[str, dict]], names: list[str]) -> str:
     """Two markdown tables over ``results[case][seed]``: correlations with the oracles, one-shot accuracy."""
-    cases = list(results)
+    order = ["digits CNN", "ResNet-8 Fashion-MNIST", "transformer Brown genre"]
+    cases = sorted(results, key=lambda c: order.index(c) if c in order else len(order))
     rows = names + list(ESTIMATES) + [ORACLE_ROW]
     seeds = sorted({s for c in cases for s in results[c]})
     per_case = lambda key, fmt: " | ".join(_stat([r[key] for r in results[c].values()], fmt) for c in cases)  # noqa: E731
     lines = [f"Seeds {', '.join(map(str, seeds))}: mean ± sd over seeds. ρ: Spearman with the issue's oracle "
              f"(mean loss increase of zeroing one unit), per group, mean over groups; ρ²: with Molchanov et al.'s "
              f"squared loss change.", "",
-             "| criterion | " + " | ".join(f"{c}: ρ | {c}: ρ² " for c in cases) + " | mean ρ | mean ρ² |",
+             "| criterion | " + " | ".join(f"{c}: ρ | {c}: ρ²" for c in cases) + " | mean ρ | mean ρ² |",
              "|---" * (2 * len(cases) + 3) + "|",
              "| oracle split-half ρ | " + " | ".join(f"{_stat([r['split_half'] for r in results[c].values()], '+.2f')} | "
                                                   for c in cases) + " | |",
@@ -377,8 +378,10 @@ def tables(results: dict[str, dict[str, dict]], names: list[str]) -> str:
             means_sq.append(np.mean([r["rho_sq"] for r in runs]))
             cells.append(f"{_stat([r['rho'] for r in runs], '+.2f')}{_partial(runs)} | "
                          f"{_stat([r['rho_sq'] for r in runs], '+.2f')}")
+        of = "" if len(means) == len(cases) else f" ({len(means)} of {len(cases)} models)"
         lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {np.mean(means):+.2f} | {np.mean(means_sq):+.2f} |" if means else f"| {name} | " + " | ".join(cells) + " | - | - |")
+                     + f" | {np.mean(means):+.2f}{of} | {np.mean(means_sq):+.2f}{of} |" if means
+                     else f"| {name} | " + " | ".join(cells) + " | - | - |")
     lines += ["", "| criterion | " + " | ".join(f"{c}: 50% / 70% / global 50%" for c in cases) + " | mean one-shot |",
               "|---" * (len(cases) + 2) + "|", "| dense accuracy | " + per_case("dense", ".3f") + " | |"]
     for name in rows:

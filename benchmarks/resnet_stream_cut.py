@@ -6,7 +6,8 @@ shared by a stage's producer and its block's last conv), (b) the groups inside t
 (c) all groups (the benchmark's local 50% cut); BatchNorm recalibrated, no fine-tuning. Each
 criterion is compared with several draws of ``random`` and with the single-unit oracle itself
 used as scores (the signed loss increase, and its absolute value): if even the oracle does not
-beat random, no criterion that estimates single-unit costs can.
+beat random, no criterion that estimates single-unit costs can. Last, the share of each group
+that the global cut removes (does it take a group whole?).
 
     python benchmarks/criteria_oracle.py   # the table
     python benchmarks/resnet_stream_cut.py [--seed 0] [--draws 8]
@@ -24,6 +25,7 @@ from prunekit.dependency import build_graph
 from prunekit.dependency.groups import PruningPlan
 from prunekit.importance import collect, make_criterion
 from prunekit.importance.score import score_groups
+from prunekit.pruning.allocate import allocate
 from prunekit.pruning.surgery import apply_plan
 from prunekit.training import recalibrate_batchnorm
 
@@ -77,6 +79,13 @@ def main() -> None:
     draws = np.array([v for k, v in results.items() if k.startswith("random")])  # (draws, parts)
     print(f"| random, {len(draws)} draws: mean ± sd (min-max) | " + " | ".join(
         f"{d.mean():.3f} ± {d.std(ddof=1):.3f} ({d.min():.3f}-{d.max():.3f})" for d in draws.T) + " |")
+    print("\nShare of each group the global 50% cut (mean-normalized scores) removes:")
+    print("| ranking | " + " | ".join(f"{g.id} ({g.size})" for g in groups) + " |\n" + "|---" * (len(groups) + 1) + "|")
+    for name, scores in rankings.items():
+        if name.startswith("random") and name != "random draw 0":
+            continue
+        plan = allocate(graph.groups, scores, ratio=0.5, scope="global", target="channels", round_to=None)
+        print(f"| {name} | " + " | ".join(f"{len(plan.removed.get(g.id, ())) / g.size:.2f}" for g in groups) + " |")
 
 
 if __name__ == "__main__":

@@ -188,6 +188,10 @@ def test_pruner_with_a_teacher_distance_refuses_taylor_and_prunes_by_output_sens
     rho = float(torch.corrcoef(torch.stack([ranks(pruner.scores_[group.id]), ranks(oracle)]))[0, 1])
     assert rho > 0.9  # one projection over 32 samples ranks like the exact loss increase
     assert pruner.transform(model).net[1].out_features == 8
+    # the loss is quadratic in the last hidden layer's gates and its gradient is 0: the exact gate
+    # Hessian diagonal (16 units <= 64) is twice the removal cost, so obd is the oracle itself
+    obd = StructuredPruner(criterion="obd", ratio=0.5, round_to=None, loss_fn=dist).fit(model, x[:1], data)
+    torch.testing.assert_close(obd.scores_[group.id].double(), oracle.double(), rtol=1e-4, atol=1e-6)
 
 
 def test_gate_hessian_diagonal_is_exact_for_small_groups(two_layer):

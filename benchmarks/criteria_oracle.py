@@ -46,7 +46,7 @@ from torch import nn
 from prunekit.data import digits
 from prunekit.dependency import build_graph
 from prunekit.dependency.groups import PruningPlan
-from prunekit.importance import CRITERIA, TaylorFirstOrder, TaylorSecondOrder, collect, make_criterion
+from prunekit.importance import CRITERIA, HeadImportance, TaylorFirstOrder, TaylorSecondOrder, collect, make_criterion
 from prunekit.importance.base import DegenerateScoresError
 from prunekit.importance.score import score_groups
 from prunekit.models import ResNet8
@@ -56,7 +56,8 @@ from prunekit.training import recalibrate_batchnorm
 
 WEIGHT_ONLY = ["random", "l1", "l2", "bn_scale", "lamp"]
 GATE = ["taylor", "taylor_batch", "fisher", "obd", "output_sensitivity", "heads"]
-ESTIMATES = {"first_order (estimate)": TaylorFirstOrder, "second_order (estimate)": TaylorSecondOrder}
+ESTIMATES = {"first_order (estimate)": TaylorFirstOrder, "second_order (estimate)": TaylorSecondOrder,
+             "heads, per_sample=True": lambda: HeadImportance(per_sample=True)}  # Michel et al.'s E_x|dL/dxi|
 ORACLE_ROW = "oracle itself (reference)"  # the single-unit loss increases used as scores: the best such ranking
 ACTIVATION = ["apoz", "activation"]
 OLD = ["gradient", "taylor_weight", "taylor_elementwise", "fisher_weight", "obd_weight"]
@@ -306,7 +307,7 @@ def run_case(case: dict, names: list[str], args) -> dict:
            "criteria": {}}
     has_heads = any(g.unit == "head" for g in groups)
     for name in names + list(ESTIMATES) + [ORACLE_ROW]:
-        if name == "heads" and not has_heads:
+        if name.startswith("heads") and not has_heads:
             continue  # the head-mask gradient is meant for attention heads
         if name == ORACLE_ROW:
             scores, skipped = {gid: torch.from_numpy(t) for gid, t in truth.items()}, {}

@@ -70,6 +70,8 @@ def main() -> None:
     for draw in range(args.draws):
         rankings[f"random draw {draw}"] = score_groups(groups, ctx, make_criterion("random", seed=args.seed + draw))[0]
     print(f"dense {accuracy(model, test_data):.3f}; stream groups {sorted(stream)}")
+    print("units whose removal lowers the training loss (oracle < 0): "
+          + ", ".join(f"{gid} {int((t < 0).sum())}/{len(t)}" for gid, t in truth.items()))
     print("| ranking | " + " | ".join(f"50% of {p}" for p in PARTS) + " |\n|---" * 1 + "|---" * len(PARTS) + "|")
     results = {}
     for name, scores in rankings.items():

@@ -57,7 +57,7 @@ from prunekit.training import recalibrate_batchnorm
 WEIGHT_ONLY = ["random", "l1", "l2", "bn_scale", "lamp"]
 GATE = ["taylor", "taylor_batch", "fisher", "obd", "output_sensitivity", "heads"]
 ESTIMATES = {"first_order (estimate)": TaylorFirstOrder, "second_order (estimate)": TaylorSecondOrder,
-             "heads, per_sample=True": lambda: HeadImportance(per_sample=True)}  # Michel et al.'s E_x|dL/dxi|
+             "heads, per_sample=False": lambda: HeadImportance(per_sample=False)}  # the former default |sum_n g_n|
 ORACLE_ROW = "oracle itself (reference)"  # the single-unit loss increases used as scores: the best such ranking
 ACTIVATION = ["apoz", "activation"]
 OLD = ["gradient", "taylor_weight", "taylor_elementwise", "fisher_weight", "obd_weight"]

@@ -122,18 +122,22 @@ def test_head_importance_is_the_head_mask_gradient(make_slot):
     ctx = collect(model, data, needs={"gates", "grads"}, groups=[group])
     assert ctx.gates[group.id].sites == ("consumer:o",)
     per_sample = _mask_grads(model, data)
-    torch.testing.assert_close(HeadImportance()(group, ctx), per_sample.sum(0).abs(), rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(HeadImportance(per_sample=True)(group, ctx), per_sample.abs().mean(0),
+    torch.testing.assert_close(HeadImportance(per_sample=False)(group, ctx), per_sample.sum(0).abs(),
                                rtol=1e-5, atol=1e-7)
+    for mode in (True, None):  # the default is Michel et al.'s E_x |dL(x)/dxi_h| where the gate runs
+        torch.testing.assert_close(HeadImportance(per_sample=mode)(group, ctx), per_sample.abs().mean(0),
+                                   rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(per_sample.sum(0).abs() / len(per_sample), per_sample.abs().mean(0))  # signs differ
 
 
 def test_head_importance_falls_back_to_the_weight_gradient_identity(make_slot):
     model, data = _attention_data()
     group = _head_group(make_slot)
     ctx = collect(model, data, needs={"gates", "grads"}, groups=[group])
-    hooked = HeadImportance()(group, ctx)
+    hooked = HeadImportance(per_sample=False)(group, ctx)
     ctx.gates.clear()  # as for nn.MultiheadAttention, whose out_proj forward never runs
-    torch.testing.assert_close(HeadImportance()(group, ctx), hooked, rtol=1e-5, atol=1e-7)
+    for mode in (False, None):
+        torch.testing.assert_close(HeadImportance(per_sample=mode)(group, ctx), hooked, rtol=1e-5, atol=1e-7)
     with pytest.raises(UnscorableGroupError, match="per-sample"):
         HeadImportance(per_sample=True)(group, ctx)
 

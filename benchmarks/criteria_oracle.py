@@ -4,24 +4,34 @@ Oracle (Molchanov et al. 2019): for every unit of every prunable group, the incr
 training loss (``--oracle-samples`` training samples, eval mode) when that unit alone is zeroed
 (``zero_plan``). Each criterion scores the same units from ``--calib-batches`` calibration batches
 of 64 other training samples; per group the Spearman rank correlation with the oracle is taken,
-then the mean over groups. One-shot: the dense model is cut to 50% and 70% of every group's units
-(local scope, no rounding), and to 50% of all units with one global ranking of mean-normalized
-scores (the recipe's default scope); BatchNorm statistics are recalibrated (20 training batches
-of 32), no fine-tuning, test accuracy. The signed loss-change estimates (first and second order,
-not registered as criteria) are shown for reference.
+then the mean over groups (ρ). Beside it, ρ² is the same against Molchanov et al.'s own oracle,
+the SQUARED loss change, which is what ``taylor`` estimates. The oracle's own noise is measured:
+its split-half Spearman (two disjoint halves of its samples) and the ceiling it puts on any
+criterion's ρ (square root of the Spearman-Brown reliability).
 
-Models (each seeded on its own): the issue's small CNN on scikit-learn digits (6 epochs),
-ResNet-8 width 16 (``--fashion-width``) on 3000 Fashion-MNIST training images (6 epochs, 1000 test images), and a
+One-shot: the dense model is cut to 50% and 70% of every group's units (local scope, no
+rounding), and to 50% of all units with one global ranking of mean-normalized scores (the
+recipe's default scope); BatchNorm statistics are recalibrated (20 training batches of 32), no
+fine-tuning, test accuracy. The signed loss-change estimates (first and second order, not
+registered as criteria) and the oracle itself used as scores are shown for reference.
+
+Models: the issue's small CNN on scikit-learn digits (6 epochs), ResNet-8 width 16
+(``--fashion-width``) on 3000 Fashion-MNIST training images (6 epochs, 1000 test images), and a
 2-layer transformer encoder (d 32, 4 heads) classifying the genre (15 classes) of 64-token windows
-of the Brown corpus (8 epochs). Sizes are small because the development machine is two shared
-cores. Calibration collection time and the size of the statistics it keeps are printed too.
+of the Brown corpus (8 epochs). ``--seeds`` repeats everything (data split, training, oracle and
+calibration samples, random probes) per seed; the tables give mean ± sd over seeds. Sizes are
+small because the development machine is two shared cores. Calibration collection time and the
+size of the statistics it keeps are printed too.
 
-    python benchmarks/criteria_oracle.py [--quick] [--models digits fashion brown] [--seed 0]
+    python benchmarks/criteria_oracle.py [--quick] [--models digits fashion brown] [--seeds 0 1 2]
+    python benchmarks/criteria_oracle.py --models brown --seeds 0 1 2 --save brown.json   # one model
+    python benchmarks/criteria_oracle.py --load digits.json fashion.json brown.json       # one table
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import time
@@ -36,7 +46,7 @@ from torch import nn
 from prunekit.data import digits
 from prunekit.dependency import build_graph
 from prunekit.dependency.groups import PruningPlan
-from prunekit.importance import CRITERIA, TaylorFirstOrder, TaylorSecondOrder, collect, make_criterion
+from prunekit.importance import CRITERIA, HeadImportance, TaylorFirstOrder, TaylorSecondOrder, collect, make_criterion
 from prunekit.importance.base import DegenerateScoresError
 from prunekit.importance.score import score_groups
 from prunekit.models import ResNet8
@@ -46,10 +56,15 @@ from prunekit.training import recalibrate_batchnorm
 
 WEIGHT_ONLY = ["random", "l1", "l2", "bn_scale", "lamp"]
 GATE = ["taylor", "taylor_batch", "fisher", "obd", "output_sensitivity", "heads"]
-ESTIMATES = {"first_order (estimate)": TaylorFirstOrder, "second_order (estimate)": TaylorSecondOrder}
+ESTIMATES = {"first_order (estimate)": TaylorFirstOrder, "second_order (estimate)": TaylorSecondOrder,
+             "heads, per_sample=False": lambda: HeadImportance(per_sample=False)}  # the former default |sum_n g_n|
+ORACLE_ROW = "oracle itself (reference)"  # the single-unit loss increases used as scores: the best such ranking
 ACTIVATION = ["apoz", "activation"]
 OLD = ["gradient", "taylor_weight", "taylor_elementwise", "fisher_weight", "obd_weight"]
 RATIOS = (0.5, 0.7)
+# training samples of the oracle: the Brown oracle is noise-dominated at 512 (split-half Spearman
+# printed by every run), the other two are not and cost more per sample (convolutions on images)
+ORACLE_SAMPLES = {"digits": 512, "fashion": 512, "brown": 2048}
 
 
 # ----------------------------------------------------------------------------- models and data
@@ -201,10 +216,9 @@ CASES = {"digits": digits_case, "fashion": fashion_case, "brown": brown_case}
 
 # ----------------------------------------------------------------------------- measurements
 @torch.no_grad()
-def mean_loss(model: nn.Module, data: list) -> float:
+def sample_losses(model: nn.Module, data: list) -> torch.Tensor:
     model.eval()
-    total = sum(float(F.cross_entropy(model(xb), yb, reduction="sum")) for xb, yb in data)
-    return total / sum(len(yb) for _, yb in data)
+    return torch.cat([F.cross_entropy(model(xb), yb, reduction="none").double() for xb, yb in data])  # (samples,)
 
 
 @torch.no_grad()
@@ -214,18 +228,36 @@ def accuracy(model: nn.Module, data: list) -> float:
 
 
 def oracle(model: nn.Module, graph, groups, data: list) -> dict[str, np.ndarray]:
-    """Loss increase of zeroing each unit alone (zero_plan), per group."""
-    dense = mean_loss(model, data)
-    return {g.id: np.array([mean_loss(zero_plan(model, graph, PruningPlan({g.id: (u,)})), data) - dense
-                            for u in range(g.size)]) for g in groups}
+    """Per-sample loss increase of zeroing each unit alone (zero_plan): per group (units, samples)."""
+    dense = sample_losses(model, data)
+    return {g.id: torch.stack([sample_losses(zero_plan(model, graph, PruningPlan({g.id: (u,)})), data) - dense
+                               for u in range(g.size)]).numpy() for g in groups}
+
+
+def _rho(a: np.ndarray, b: np.ndarray) -> float:
+    rho = spearmanr(a, b).statistic
+    return 0.0 if np.isnan(rho) else float(rho)  # a constant ranking carries no information
 
 
 def mean_spearman(scores: dict[str, torch.Tensor], truth: dict[str, np.ndarray]) -> tuple[float, int]:
-    rhos = []
-    for gid, s in scores.items():
-        rho = spearmanr(s.double().numpy(), truth[gid]).statistic
-        rhos.append(0.0 if np.isnan(rho) else float(rho))  # a constant ranking carries no information
+    rhos = [_rho(s.double().numpy(), truth[gid]) for gid, s in scores.items()]
     return (float(np.mean(rhos)) if rhos else float("nan")), len(rhos)
+
+
+def oracle_reliability(per_sample: dict[str, np.ndarray], seed: int) -> tuple[float, float]:
+    """Split-half Spearman of the oracle with itself, and the ceiling it puts on any criterion's ρ.
+
+    The oracle's samples are split at random into two halves; per group the Spearman between the
+    two half-oracles is ``r``, averaged over groups. Spearman-Brown ``2r / (1 + r)`` is the
+    reliability of the full oracle, and its square root the most a noise-free criterion can
+    correlate with it (classical test theory, attenuation by measurement error).
+    """
+    n = next(iter(per_sample.values())).shape[1]
+    order = np.random.default_rng(seed + 11).permutation(n)
+    a, b = order[: n // 2], order[n // 2:]
+    r = float(np.mean([_rho(m[:, a].mean(1), m[:, b].mean(1)) for m in per_sample.values()]))
+    full = 2 * r / (1 + r) if r > -1 else float("nan")
+    return r, math.sqrt(full) if full > 0 else 0.0
 
 
 def one_shot(model, graph, scores, ratio, train_data, test_data, scope="local") -> float:
@@ -235,15 +267,15 @@ def one_shot(model, graph, scores, ratio, train_data, test_data, scope="local") 
     return accuracy(small, test_data)
 
 
-def collection_cost(model, calib, groups) -> list[tuple[str, float, int]]:
+def collection_cost(model, calib, groups, exact_units: int) -> list[tuple[str, float, int]]:
     """Seconds and statistics bytes of one calibration pass per requirement set."""
     rows = []
     for needs in (("gates",), ("gates", "gate_hessian"), ("gate_ggn",), ("activations",), ("grads",)):
         t = time.perf_counter()
-        ctx = collect(model, calib, needs=set(needs), groups=groups)
+        ctx = collect(model, calib, needs=set(needs), groups=groups, exact_hessian_units=exact_units)
         seconds = time.perf_counter() - t
         held = [v for s in ctx.gates.values() for v in (s.g_sum, s.g2_sum, s.batch_mean_sq, s.h_sum, s.abs_sum)]
-        held += [v for s in ctx.activations.values() for v in (s.count, s.nonpositive, s.abs_sum)]
+        held += [v for s in ctx.activations.values() for v in (s.count, s.nonpositive, s.abs_sum, s.negative)]
         held += list(ctx.grads.values()) + list(ctx.grad_sq.values())
         rows.append(("+".join(needs), seconds, sum(v.numel() * v.element_size() for v in held)))
     return rows
@@ -251,59 +283,120 @@ def collection_cost(model, calib, groups) -> list[tuple[str, float, int]]:
 
 def run_case(case: dict, names: list[str], args) -> dict:
     model, (x, y) = case["model"], case["train"]
-    (xo, yo), (xc, yc) = _split(x, y, args.oracle_samples, 64 * args.calib_batches, args.seed)
+    wanted = args.oracle_samples or ORACLE_SAMPLES[case["key"]] // (2 if args.quick else 1)
+    n_oracle = min(wanted, len(x) - 64 * args.calib_batches)
+    (xo, yo), (xc, yc) = _split(x, y, n_oracle, 64 * args.calib_batches, args.seed)
     oracle_data, calib = _loader(xo, yo, 256), _loader(xc, yc, 64)
     train_data, test_data = _loader(x, y, 32, shuffle=True, seed=args.seed), _loader(*case["test"], 250)
     graph = build_graph(model, case["example"])
     groups = graph.prunable_groups()
     t = time.perf_counter()
-    truth = oracle(model, graph, groups, oracle_data)
-    print(f"  oracle: {sum(g.size for g in groups)} units in {len(groups)} groups, {time.perf_counter() - t:.0f}s",
-          flush=True)
-    for needs, seconds, size in collection_cost(model, calib, groups):
+    per_sample = oracle(model, graph, groups, oracle_data)
+    truth = {gid: m.mean(1) for gid, m in per_sample.items()}  # the issue's oracle: mean loss increase
+    squared = {gid: m.mean(1) ** 2 for gid, m in per_sample.items()}  # Molchanov et al.'s (E - E|unit=0)^2
+    half, ceiling = oracle_reliability(per_sample, args.seed)
+    half_512 = oracle_reliability({g: m[:, :512] for g, m in per_sample.items()}, args.seed)[0]
+    print(f"  oracle: {sum(g.size for g in groups)} units in {len(groups)} groups, {n_oracle} samples, "
+          f"{time.perf_counter() - t:.0f}s; split-half spearman {half:+.3f} (first 512 samples: {half_512:+.3f}), "
+          f"ceiling {ceiling:.3f}", flush=True)
+    for needs, seconds, size in collection_cost(model, calib, groups, args.exact_hessian_units):
         print(f"  collect {needs:20s} {seconds:6.2f}s  statistics {size / 1024:8.1f} KiB", flush=True)
     ctx = collect(model, calib, needs={"gates", "gate_hessian", "gate_ggn", "activations", "grads"}, groups=groups,
-                  hutchinson_samples=args.probes, seed=args.seed)
-    out = {"dense": accuracy(model, test_data)}
+                  hutchinson_samples=args.probes, exact_hessian_units=args.exact_hessian_units, seed=args.seed)
+    out = {"dense": accuracy(model, test_data), "split_half": half, "split_half_512": half_512, "ceiling": ceiling, "oracle_samples": n_oracle,
+           "criteria": {}}
     has_heads = any(g.unit == "head" for g in groups)
-    for name in names + list(ESTIMATES):
-        if name == "heads" and not has_heads:
+    for name in names + list(ESTIMATES) + [ORACLE_ROW]:
+        if name.startswith("heads") and not has_heads:
             continue  # the head-mask gradient is meant for attention heads
-        crit = ESTIMATES[name]() if name in ESTIMATES else make_criterion(name, seed=args.seed if name == "random" else None)
-        try:
-            scores, skipped = score_groups(groups, ctx, crit)
-        except DegenerateScoresError as err:
-            out[name] = {"error": str(err)}
+        if name == ORACLE_ROW:
+            scores, skipped = {gid: torch.from_numpy(t) for gid, t in truth.items()}, {}
+        else:
+            crit = ESTIMATES[name]() if name in ESTIMATES else make_criterion(name, seed=args.seed if name == "random" else None)
+            try:
+                scores, skipped = score_groups(groups, ctx, crit)
+            except DegenerateScoresError as err:
+                out["criteria"][name] = {"error": str(err)}
+                continue
+        if not scores:
+            reasons = sorted(set(skipped.values()))
+            out["criteria"][name] = {"error": f"no group scored ({len(skipped)} refused), e.g. {reasons[0]}"}
+            print(f"  {name:24s} no group scored", flush=True)
             continue
         rho, scored = mean_spearman(scores, truth)
-        accs = {r: one_shot(model, graph, scores, r, train_data, test_data) for r in RATIOS}
+        rho_sq, _ = mean_spearman(scores, squared)
+        accs = {str(r): one_shot(model, graph, scores, r, train_data, test_data) for r in RATIOS}
         accs["global"] = one_shot(model, graph, scores, RATIOS[0], train_data, test_data, scope="global")
-        out[name] = {"rho": rho, "groups": scored, **accs}
-        print(f"  {name:24s} spearman {rho:+.3f} ({scored}/{len(groups)} groups)  "
+        out["criteria"][name] = {"rho": rho, "rho_sq": rho_sq, "groups": scored, "of": len(groups), **accs}
+        print(f"  {name:24s} spearman {rho:+.3f} (squared oracle {rho_sq:+.3f}; {scored}/{len(groups)} groups)  "
               + "  ".join(f"{r}: {a:.3f}" for r, a in accs.items()), flush=True)
     return out
 
 
-def table(results: dict[str, dict], names: list[str]) -> str:
-    """Markdown: per model ρ / local 50% / local 70% / global 50%; means over the models."""
-    cases = list(results)
-    head = ("| criterion | " + " | ".join(f"{c}: ρ / 50% / 70% / global 50%" for c in cases)
-            + " | mean ρ | mean one-shot |")
-    lines = [head, "|---" * (len(cases) + 3) + "|",
-             "| dense accuracy | " + " | ".join(f"{results[c]['dense']:.3f}" for c in cases) + " | | |"]
-    for name in names + list(ESTIMATES):
-        cells, rhos, shots = [], [], []
+SHOTS = [str(r) for r in RATIOS] + ["global"]
+
+
+def _stat(values: list[float], fmt: str) -> str:
+    """``mean ± sd`` over seeds (sample sd), the mean alone for one seed."""
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(float(np.mean(values)), fmt)} ± {float(np.std(values, ddof=1)):.2f}"
+
+
+def _runs(results: dict, case: str, name: str) -> list[dict]:
+    return [r["criteria"][name] for r in results[case].values() if "rho" in r["criteria"].get(name, {})]
+
+
+def _partial(runs: list[dict]) -> str:
+    return "" if all(r["groups"] == r["of"] for r in runs) else f" ({runs[0]['groups']}/{runs[0]['of']} groups)"
+
+
+def tables(results: dict[str, dict[str, dict]], names: list[str]) -> str:
+    """Two markdown tables over ``results[case][seed]``: correlations with the oracles, one-shot accuracy."""
+    order = ["digits CNN", "ResNet-8 Fashion-MNIST", "transformer Brown genre"]
+    cases = sorted(results, key=lambda c: order.index(c) if c in order else len(order))
+    rows = names + list(ESTIMATES) + [ORACLE_ROW]
+    seeds = sorted({s for c in cases for s in results[c]})
+    per_case = lambda key, fmt: " | ".join(_stat([r[key] for r in results[c].values()], fmt) for c in cases)  # noqa: E731
+    lines = [f"Seeds {', '.join(map(str, seeds))}: mean ± sd over seeds. ρ: Spearman with the issue's oracle "
+             f"(mean loss increase of zeroing one unit), per group, mean over groups; ρ²: with Molchanov et al.'s "
+             f"squared loss change.", "",
+             "| criterion | " + " | ".join(f"{c}: ρ | {c}: ρ²" for c in cases) + " | mean ρ | mean ρ² |",
+             "|---" * (2 * len(cases) + 3) + "|",
+             "| oracle split-half ρ | " + " | ".join(f"{_stat([r['split_half'] for r in results[c].values()], '+.2f')} | "
+                                                  for c in cases) + " | |",
+             "| ceiling (sqrt of Spearman-Brown) | " + " | ".join(
+                 f"{_stat([r['ceiling'] for r in results[c].values()], '.2f')} | " for c in cases) + " | |"]
+    for name in rows:
+        cells, means, means_sq = [], [], []
         for c in cases:
-            r = results[c].get(name, {})
-            if "rho" not in r:
-                cells.append("error" if "error" in r else "-")
+            runs = _runs(results, c, name)
+            if not runs:
+                cells.append("n/a | n/a" if any("error" in r["criteria"].get(name, {}) for r in results[c].values())
+                             else "- | -")
                 continue
-            rhos.append(r["rho"])
-            shots += [r[0.5], r[0.7], r["global"]]
-            cells.append(f"{r['rho']:+.2f} / {r[0.5]:.3f} / {r[0.7]:.3f} / {r['global']:.3f}")
-        mean = f"{np.mean(rhos):+.2f}" if rhos else "-"
-        shot = f"{np.mean(shots):.3f}" if len(rhos) == len(cases) else "-"  # only when every model ran
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} | {shot} |")
+            means.append(np.mean([r["rho"] for r in runs]))
+            means_sq.append(np.mean([r["rho_sq"] for r in runs]))
+            cells.append(f"{_stat([r['rho'] for r in runs], '+.2f')}{_partial(runs)} | "
+                         f"{_stat([r['rho_sq'] for r in runs], '+.2f')}")
+        of = "" if len(means) == len(cases) else f" ({len(means)} of {len(cases)} models)"
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {np.mean(means):+.2f}{of} | {np.mean(means_sq):+.2f}{of} |" if means
+                     else f"| {name} | " + " | ".join(cells) + " | - | - |")
+    lines += ["", "| criterion | " + " | ".join(f"{c}: 50% / 70% / global 50%" for c in cases) + " | mean one-shot |",
+              "|---" * (len(cases) + 2) + "|", "| dense accuracy | " + per_case("dense", ".3f") + " | |"]
+    for name in rows:
+        cells, shots, complete = [], [], True
+        for c in cases:
+            runs = _runs(results, c, name)
+            if not runs:
+                complete = False
+                cells.append("n/a" if any("error" in r["criteria"].get(name, {}) for r in results[c].values()) else "-")
+                continue
+            shots += [np.mean([r[k] for r in runs]) for k in SHOTS]
+            cells.append(" / ".join(_stat([r[k] for r in runs], ".3f") for k in SHOTS) + _partial(runs))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean(shots):.3f} |" if complete
+                     else f"| {name} | " + " | ".join(cells) + " | - |")
     return "\n".join(lines)
 
 
@@ -312,31 +405,50 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller data and oracle, fewer criteria")
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--criteria", nargs="*", default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--oracle-samples", type=int, default=None, help="default 512 (256 with --quick)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="one full run (training, oracle, calibration) per seed; tables give mean ± sd")
+    parser.add_argument("--oracle-samples", type=int, default=None,
+                        help=f"default per model {ORACLE_SAMPLES} (half with --quick), at most what calibration "
+                             f"leaves of the training set")
     parser.add_argument("--calib-batches", type=int, default=8)
-    parser.add_argument("--probes", type=int, default=1, help="Hutchinson probes per batch (obd)")
+    parser.add_argument("--probes", type=int, default=1, help="Hutchinson probes per batch (obd, output_sensitivity)")
+    parser.add_argument("--exact-hessian-units", type=int, default=64,
+                        help="obd: exact gate Hessian diagonal for groups of at most this many units (0: Hutchinson)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fashion-width", type=int, default=16, help="ResNet-8 width on Fashion-MNIST")
+    parser.add_argument("--save", default=None, help="write the per-seed results as JSON")
+    parser.add_argument("--load", nargs="+", default=None,
+                        help="print the tables of saved JSON results (e.g. one per model) and exit")
     args = parser.parse_args()
-    args.oracle_samples = args.oracle_samples or (256 if args.quick else 512)
     torch.set_num_threads(args.threads)
     names = args.criteria if args.criteria is not None else (WEIGHT_ONLY + GATE + ACTIVATION + ([] if args.quick else OLD))
     unknown = [n for n in names if n not in CRITERIA.names()]
     if unknown:
         parser.error(f"unknown criteria {unknown}; choose from {CRITERIA.names()}")
+    if args.load:
+        results: dict = {}
+        for path in args.load:
+            for case, runs in json.load(open(path)).items():
+                results.setdefault(case, {}).update(runs)
+        print(tables(results, names))
+        return
     results = {}
     for key in args.models:
-        t = time.perf_counter()
-        torch.manual_seed(args.seed)
-        case = CASES[key](args)
-        print(f"{case['name']}: trained in {time.perf_counter() - t:.0f}s", flush=True)
-        results[case["name"]] = run_case(case, names, args)
-        print(f"  ({time.perf_counter() - t:.0f}s)", flush=True)
+        for seed in args.seeds:
+            t = time.perf_counter()
+            run_args = argparse.Namespace(**{**vars(args), "seed": seed})
+            torch.manual_seed(seed)
+            case = CASES[key](run_args) | {"key": key}
+            print(f"{case['name']} seed {seed}: trained in {time.perf_counter() - t:.0f}s", flush=True)
+            results.setdefault(case["name"], {})[str(seed)] = run_case(case, names, run_args)
+            print(f"  ({time.perf_counter() - t:.0f}s)", flush=True)
+            if args.save:
+                json.dump(results, open(args.save, "w"), indent=1)
     print()
-    print(table(results, names))
-    errors = {(c, n): r["error"] for c, rs in results.items() for n, r in rs.items() if isinstance(r, dict) and "error" in r}
-    for (c, n), e in errors.items():
+    print(tables(results, names))
+    errors = {(c, n, r["error"]) for c, runs in results.items() for out in runs.values()
+              for n, r in out["criteria"].items() if "error" in r}
+    for c, n, e in sorted(errors):
         print(f"{c} / {n}: {e}")
 
 

@@ -43,9 +43,30 @@ def test_conv_statistics_use_channel_axis_one(make_slot):
     x = torch.tensor([1.0, -2.0, 3.0, 0.0]).view(1, 1, 2, 2)
     group = ChannelGroup(":out", 2, (make_slot("weight", 0, [0, 1], "out", ""),))
     ctx = collect(conv, [(x, torch.zeros(1))], needs={"activations"}, groups=[group])  # no consumer: raw output
-    # channel 0 sees x, channel 1 sees -x: zeros-or-less are {-2, 0} and {-1, -3, 0}
-    torch.testing.assert_close(APoZ()(group, ctx), torch.tensor([1 - 2 / 4, 1 - 3 / 4]))
+    # channel 0 sees x, channel 1 sees -x: negative values are {-2} and {-1, -3}
+    torch.testing.assert_close(ctx.activations[group.id].negative, torch.tensor([1.0, 2.0], dtype=torch.float64))
     torch.testing.assert_close(MeanActivation()(group, ctx), torch.tensor([1.5, 1.5]))
+
+
+def test_apoz_refuses_a_group_no_relu_makes_zeros(make_slot):
+    """The raw conv output above is negative 3 times in 8 values: APoZ there would count signs, not use."""
+    conv = nn.Conv2d(1, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+    x = torch.tensor([1.0, -2.0, 3.0, 0.0]).view(1, 1, 2, 2)
+    group = ChannelGroup(":out", 2, (make_slot("weight", 0, [0, 1], "out", ""),))
+    ctx = collect(conv, [(x, torch.zeros(1))], needs={"activations"}, groups=[group])
+    with pytest.raises(UnscorableGroupError, match=r"group ':out': 3 of 8 values .* are negative.*'activation'"):
+        APoZ()(group, ctx)
+
+
+def test_apoz_refuses_attention_heads(make_slot):
+    model, data = _attention_data()
+    group = _head_group(make_slot)
+    ctx = collect(model, data, needs={"activations"}, groups=[group])
+    with pytest.raises(UnscorableGroupError, match="cannot score group 'attn:heads'"):
+        APoZ()(group, ctx)
+    assert MeanActivation()(group, ctx).shape == (2,)
 
 
 def test_activation_criterion_without_statistics_is_unscorable(two_layer, hidden_group):
@@ -101,18 +122,22 @@ def test_head_importance_is_the_head_mask_gradient(make_slot):
     ctx = collect(model, data, needs={"gates", "grads"}, groups=[group])
     assert ctx.gates[group.id].sites == ("consumer:o",)
     per_sample = _mask_grads(model, data)
-    torch.testing.assert_close(HeadImportance()(group, ctx), per_sample.sum(0).abs(), rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(HeadImportance(per_sample=True)(group, ctx), per_sample.abs().mean(0),
+    torch.testing.assert_close(HeadImportance(per_sample=False)(group, ctx), per_sample.sum(0).abs(),
                                rtol=1e-5, atol=1e-7)
+    for mode in (True, None):  # the default is Michel et al.'s E_x |dL(x)/dxi_h| where the gate runs
+        torch.testing.assert_close(HeadImportance(per_sample=mode)(group, ctx), per_sample.abs().mean(0),
+                                   rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(per_sample.sum(0).abs() / len(per_sample), per_sample.abs().mean(0))  # signs differ
 
 
 def test_head_importance_falls_back_to_the_weight_gradient_identity(make_slot):
     model, data = _attention_data()
     group = _head_group(make_slot)
     ctx = collect(model, data, needs={"gates", "grads"}, groups=[group])
-    hooked = HeadImportance()(group, ctx)
+    hooked = HeadImportance(per_sample=False)(group, ctx)
     ctx.gates.clear()  # as for nn.MultiheadAttention, whose out_proj forward never runs
-    torch.testing.assert_close(HeadImportance()(group, ctx), hooked, rtol=1e-5, atol=1e-7)
+    for mode in (False, None):
+        torch.testing.assert_close(HeadImportance(per_sample=mode)(group, ctx), hooked, rtol=1e-5, atol=1e-7)
     with pytest.raises(UnscorableGroupError, match="per-sample"):
         HeadImportance(per_sample=True)(group, ctx)
 

@@ -188,3 +188,31 @@ def test_pruner_with_a_teacher_distance_refuses_taylor_and_prunes_by_output_sens
     rho = float(torch.corrcoef(torch.stack([ranks(pruner.scores_[group.id]), ranks(oracle)]))[0, 1])
     assert rho > 0.9  # one projection over 32 samples ranks like the exact loss increase
     assert pruner.transform(model).net[1].out_features == 8
+    # the loss is quadratic in the last hidden layer's gates and its gradient is 0: the exact gate
+    # Hessian diagonal (16 units <= 64) is twice the removal cost, so obd is the oracle itself
+    obd = StructuredPruner(criterion="obd", ratio=0.5, round_to=None, loss_fn=dist).fit(model, x[:1], data)
+    torch.testing.assert_close(obd.scores_[group.id].double(), oracle.double(), rtol=1e-4, atol=1e-6)
+
+
+def test_gate_hessian_diagonal_is_exact_for_small_groups(two_layer):
+    """Loss |W2 (gate * r_n) - t_n|^2 has gate Hessian 2 diag(r_n) W2^T W2 diag(r_n): diagonal entries
+    2 r_nu^2 |W2[:, u]|^2, whatever t_n. fc2's columns 0 and 2 are not orthogonal (dot 2), so one
+    Hutchinson probe carries cross terms; the exact diagonal does not."""
+    graph = build_graph(two_layer, X2)
+    (group,) = graph.prunable_groups()
+    dist = lambda y, t: ((y - t) ** 2).sum(1)  # noqa: E731
+    x = torch.tensor([[-1.0, -2.0], [1.0, -1.0]])
+    data = [(x, C2)]
+    r = torch.relu(two_layer.fc1(x)).detach().double()  # (2, 3): [3.1, 0, 1.3], [3.1, 0, 0]
+    col_sq = torch.tensor([2.0, 1.0, 4.0], dtype=torch.float64)  # |W2[:, u]|^2
+    expected = 0.5 * (2 * r ** 2 * col_sq).mean(0)  # obd = 0.5 E_n[H_n,uu] = [19.22, 0, 3.38]
+    torch.testing.assert_close(expected, torch.tensor([19.22, 0.0, 3.38], dtype=torch.float64))
+    exact = collect(two_layer, data, needs={"gates", "gate_hessian"}, loss_fn=dist, groups=[group])
+    assert exact.gates[group.id].hessian_exact
+    torch.testing.assert_close(GateOBD()(group, exact), expected.float())
+    probed = collect(two_layer, data, needs={"gates", "gate_hessian"}, loss_fn=dist, groups=[group],
+                     exact_hessian_units=0, seed=0)
+    assert not probed.gates[group.id].hessian_exact
+    assert not torch.allclose(GateOBD()(group, probed), expected.float())
+    with pytest.raises(Exception, match="'exact_hessian_units' parameter of collect must be an int >= 0"):
+        collect(two_layer, data, needs={"gates", "gate_hessian"}, loss_fn=dist, groups=[group], exact_hessian_units=-1)

@@ -55,6 +55,7 @@ class ActivationStats:
     count: torch.Tensor  # (units,) float64, elements seen per unit
     nonpositive: torch.Tensor  # (units,) float64, elements <= 0 (zero after a ReLU)
     abs_sum: torch.Tensor  # (units,) float64, sum of |a|
+    negative: torch.Tensor | None = None  # (units,) float64, elements < 0 (none after a ReLU)
 
     @property
     def apoz(self) -> torch.Tensor:

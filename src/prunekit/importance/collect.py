@@ -26,7 +26,7 @@ LossFn = Callable[[Any, Any], torch.Tensor]
 def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
             loss_fn: LossFn | None = None, batches: int | None = None,
             groups: Iterable[ChannelGroup] | None = None, hutchinson_samples: int = 1,
-            seed: int = 0) -> ScoreContext:
+            exact_hessian_units: int = 64, seed: int = 0) -> ScoreContext:
     """Run calibration batches and return a context holding what ``needs`` asks for.
 
     Parameters
@@ -52,6 +52,9 @@ def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
         inputs with :func:`prunekit.dependency.build_graph` (same ids as any graph of the model).
     hutchinson_samples : int
         Rademacher probes per batch for the Hessian diagonals (weights and gates) and ``gate_ggn``.
+    exact_hessian_units : int
+        ``gate_hessian``: groups of at most this many units get the exact per-sample diagonal (one
+        double backward per unit and batch) instead of Hutchinson probes; 0 probes every group.
     seed : int
         Seeds the Rademacher probes.
     """
@@ -63,6 +66,10 @@ def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
         )
     if batches is not None and (not isinstance(batches, int) or isinstance(batches, bool) or batches < 1):
         raise InvalidParameterError(f"The 'batches' parameter of collect must be an int >= 1 or None. Got {batches!r} instead.")
+    if not isinstance(exact_hessian_units, int) or isinstance(exact_hessian_units, bool) or exact_hessian_units < 0:
+        raise InvalidParameterError(
+            f"The 'exact_hessian_units' parameter of collect must be an int >= 0. Got {exact_hessian_units!r} instead."
+        )
     if not isinstance(hutchinson_samples, int) or hutchinson_samples < 1:
         raise InvalidParameterError(
             f"The 'hutchinson_samples' parameter of collect must be an int >= 1. Got {hutchinson_samples!r} instead."
@@ -115,7 +122,7 @@ def collect(model: nn.Module, loader: Iterable | None, *, needs: Iterable[str],
                 if want_loss:
                     loss = loss_fn(outputs, to_device(targets, _device(model)))
                     _backward(loss, params if want_param_grad else [], gates, needs, hutchinson_samples,
-                              generator, sums, gate_stats)
+                              generator, sums, gate_stats, exact_hessian_units)
                 for gid, gate in gates.items():
                     gate_stats[gid].samples += gate.shape[0]
                     gate_stats[gid].batches += 1
@@ -170,7 +177,8 @@ def _prepare_gates(model: nn.Module, inputs: Any, groups: Iterable[ChannelGroup]
 
 def _backward(loss: torch.Tensor, params: list[nn.Parameter], gates: dict[str, torch.Tensor],
               needs: frozenset[str], probes: int, generator: torch.Generator,
-              sums: dict[str, dict[int, torch.Tensor]], gate_stats: dict[str, GateStats]) -> None:
+              sums: dict[str, dict[int, torch.Tensor]], gate_stats: dict[str, GateStats],
+              exact_units: int = 0) -> None:
     """One backward for weight gradients and per-sample gate gradients; Hutchinson probes after.
 
     Weight statistics are of the batch-mean loss (as before); gate gradients are rescaled to each
@@ -202,7 +210,8 @@ def _backward(loss: torch.Tensor, params: list[nn.Parameter], gates: dict[str, t
         stats.abs_sum += g64.abs().sum(0)
         stats.batch_mean_sq += g64.mean(0) ** 2
     if gate_hessian:
-        _gate_hutchinson(gate_items, gate_grads, probes, generator, gate_stats, retain=weight_hessian)
+        _gate_hutchinson(gate_items, gate_grads, probes, generator, gate_stats, retain=weight_hessian,
+                         exact_units=exact_units)
     if not weight_hessian:
         return
     used = [(p, g) for p, g in zip(params, param_grads) if g is not None and g.requires_grad]
@@ -243,23 +252,41 @@ def _output_sensitivity(outputs: Any, gates: dict[str, torch.Tensor], probes: in
 
 
 def _gate_hutchinson(gate_items: list, gate_grads: tuple, probes: int, generator: torch.Generator,
-                     gate_stats: dict[str, GateStats], *, retain: bool) -> None:
-    """Per-sample gate Hessian diagonal, ``E_v[v * Hv]`` with Rademacher ``v`` of shape (N, units).
+                     gate_stats: dict[str, GateStats], *, retain: bool, exact_units: int = 0) -> None:
+    """Per-sample gate Hessian diagonal: exact for groups of at most ``exact_units`` units, else Hutchinson.
 
     Samples do not interact (eval mode), so the Hessian of the summed per-sample losses is
-    block-diagonal over samples and one probe estimates every sample's diagonal at once.
+    block-diagonal over samples: a probe ``v`` of shape (N, units) reads every sample at once.
+    Exact: ``v`` is one unit's column of ones, and ``(Hv)[:, u]`` is that unit's diagonal entry
+    for every sample (one double backward per unit). Hutchinson: ``E_v[v * Hv]`` with Rademacher
+    ``v`` over the remaining groups together, whose error per unit is the sum of its cross terms
+    with every other probed unit (measured on the digits CNN: Spearman of the ``obd`` ranking with
+    the single-unit oracle +0.41 with 1 probe, +0.57 with 32, +0.60 exact).
     """
     used = [(gid, gate, g) for (gid, gate), g in zip(gate_items, gate_grads) if g is not None and g.requires_grad]
-    if not used:
-        return
-    for k in range(probes):
-        vs = [(torch.randint(0, 2, gate.shape, generator=generator) * 2 - 1).to(gate) for _, gate, _ in used]
-        hvs = torch.autograd.grad([g for _, _, g in used], [gate for _, gate, _ in used], grad_outputs=vs,
-                                  retain_graph=retain or k < probes - 1, allow_unused=True)
-        for (gid, gate, _), v, hv in zip(used, vs, hvs):
+    exact = [item for item in used if item[1].shape[1] <= exact_units]
+    probed = [item for item in used if item[1].shape[1] > exact_units]
+    calls = [(gid, gate, g, u) for gid, gate, g in exact for u in range(gate.shape[1])]
+    calls += [None] * (probes if probed else 0)
+    for k, call in enumerate(calls):
+        keep = retain or k < len(calls) - 1
+        if call is not None:
+            gid, gate, g, u = call
+            v = torch.zeros_like(gate)
+            v[:, u] = 1.0
+            (hv,) = torch.autograd.grad(g, gate, grad_outputs=v, retain_graph=keep, allow_unused=True)
+            if hv is not None:
+                gate_stats[gid].h_sum[u] += float(hv[:, u].detach().double().sum()) * gate.shape[0]
+            continue
+        vs = [(torch.randint(0, 2, gate.shape, generator=generator) * 2 - 1).to(gate) for _, gate, _ in probed]
+        hvs = torch.autograd.grad([g for _, _, g in probed], [gate for _, gate, _ in probed], grad_outputs=vs,
+                                  retain_graph=keep, allow_unused=True)
+        for (gid, gate, _), v, hv in zip(probed, vs, hvs):
             if hv is not None:
                 per_sample = v * hv * gate.shape[0] / probes  # (N, units), of each sample's own loss
                 gate_stats[gid].h_sum += per_sample.detach().double().cpu().sum(0)
+    for gid, _, _ in exact:
+        gate_stats[gid].hessian_exact = True
 
 
 def _batch_size(inputs: Any) -> int:

@@ -15,8 +15,11 @@ the unit (gate 1 -> 0) is ``-g_n + H_n / 2 - ...`` per sample. The criteria:
   large on some samples and cancels on average, and prunes far better one-shot; hence the default.
 * ``fisher`` (Theis et al. 2018): ``0.5 * E_n[g_n**2]``, the Fisher information of the gate
   (the per-sample Taylor, halved: same ranking, kept under the paper's name).
-* ``obd`` (LeCun et al. 1990, on the gate, whose value is 1): ``0.5 * E_n[H_n]`` from Hutchinson
-  probes of the per-sample gate Hessian. It stays informative when every first-order term is
+* ``obd`` (LeCun et al. 1990, on the gate, whose value is 1): ``0.5 * E_n[H_n]``, the per-sample
+  gate Hessian diagonal, exact for groups of at most ``collect(exact_hessian_units=64)`` units
+  (one double backward per unit and batch) and from Hutchinson probes beyond; one probe's
+  cross-unit noise cost it a third of its Spearman with the oracle on the digits CNN
+  (``docs/criteria.md``). It stays informative when every first-order term is
   exactly zero (a distance to a dense teacher's output at the dense model), because there the
   Hessian is the Gauss-Newton ``J^T J`` of the distance.
 * ``output_sensitivity``: ``0.5 * E_n[|dy_n/dgate|^2]`` over all model outputs ``y``, the
@@ -113,7 +116,7 @@ class GateFisher(_GateCriterion):
 
 
 class GateOBD(_GateCriterion):
-    """``0.5 * E_n[d2L_n/dgate2]`` (Hutchinson estimate; may be negative where the loss is concave)."""
+    """``0.5 * E_n[d2L_n/dgate2]`` (exact for small groups, else Hutchinson; negative where the loss is concave)."""
 
     name = "obd"
     requires = frozenset({"gates", "gate_hessian"})

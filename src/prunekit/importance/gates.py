@@ -64,6 +64,7 @@ class GateStats:
     samples: int = 0
     batches: int = 0
     sites: tuple[str, ...] = ()  # "kind:module" of every site that fired
+    hessian_exact: bool = False  # h_sum is the exact diagonal (not a Hutchinson estimate)
 
     @classmethod
     def zeros(cls, size: int) -> GateStats:
@@ -193,8 +194,9 @@ class GateRecorder:
             torch.full((flat.shape[1],), float(flat.shape[0]), dtype=torch.float64),
             (flat <= 0).sum(0).double(),
             flat.abs().sum(0),
-        ])  # (3, features)
-        per_unit = torch.zeros(3, site.size + 1, dtype=torch.float64).index_add_(1, site.index, per_feature.cpu())
+            (flat < 0).sum(0).double(),
+        ])  # (4, features)
+        per_unit = torch.zeros(4, site.size + 1, dtype=torch.float64).index_add_(1, site.index, per_feature.cpu())
         acc = self.activations.get(site.group)
         if acc is None:
             self.activations[site.group] = [per_unit[:, : site.size]]

@@ -9,6 +9,7 @@ from torch import nn
 
 from prunekit.dependency import build_graph
 from prunekit.dependency.groups import PruningPlan
+from prunekit.errors import PrunekitWarning
 from prunekit.importance import (
     DegenerateScoresError,
     GateFisher,
@@ -216,3 +217,9 @@ def test_gate_hessian_diagonal_is_exact_for_small_groups(two_layer):
     assert not torch.allclose(GateOBD()(group, probed), expected.float())
     with pytest.raises(Exception, match="'exact_hessian_units' parameter of collect must be an int >= 0"):
         collect(two_layer, data, needs={"gates", "gate_hessian"}, loss_fn=dist, groups=[group], exact_hessian_units=-1)
+    # past its time budget (projected from the first batch's forward) the exact diagonal gives way to probes
+    with pytest.warns(PrunekitWarning, match=r"obd: the exact gate Hessian would take about .* \(3 double backwards per batch, 1 batches\); using Hutchinson"):
+        over = collect(two_layer, data, needs={"gates", "gate_hessian"}, loss_fn=dist, groups=[group],
+                       exact_hessian_seconds=0.0, seed=0)
+    assert not over.gates[group.id].hessian_exact
+    torch.testing.assert_close(GateOBD()(group, over), GateOBD()(group, probed))  # same probes, same seed

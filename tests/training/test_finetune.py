@@ -144,6 +144,33 @@ def test_amp_without_cuda_warns(data) -> None:  # noqa: ANN001
         finetune(MLP(hidden=(8,)), data.calib, None, config=FinetuneConfig(epochs=1, amp=True))
 
 
+def test_warmup_ramps_linearly_then_cosine_decays_over_the_rest() -> None:
+    from prunekit.training._setup import make_scheduler
+
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = make_scheduler(opt, name="cosine", lr=1e-3, total_steps=20, steps_per_epoch=10, step_size=1, gamma=0.1,
+                           warmup_steps=4)
+    rates = []
+    for _ in range(20):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert rates[4] == pytest.approx(1e-3) and all(a > b for a, b in zip(rates[4:], rates[5:]))
+    assert rates[12] == pytest.approx(0.5e-3)  # half way through the 16 steps after the warm-up
+    assert rates[-1] < 0.02e-3
+
+
+def test_finetune_with_warmup_starts_low_and_still_learns(data) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    model = MLP(hidden=(32,))
+    result = finetune(model, data.train, data.val,
+                      config=FinetuneConfig(epochs=2, lr=1e-2, optimizer="adam", weight_decay=0.0, warmup=0.25))
+    steps = 2 * len(data.train)
+    assert result.history[0].lr == pytest.approx(1e-2 / round(0.25 * steps))
+    assert result.history[-1].val_accuracy > 0.8
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"lr": 0}, "'lr' parameter of FinetuneConfig must be a float > 0. Got 0"),
     ({"optimizer": "rmsprop"}, "'optimizer'.*Got 'rmsprop'"),
@@ -151,6 +178,8 @@ def test_amp_without_cuda_warns(data) -> None:  # noqa: ANN001
     ({"epochs": 1.5}, "'epochs'"),
     ({"alpha": 2.0}, "'alpha'"),
     ({"early_stopping_patience": 0}, "'early_stopping_patience'"),
+    ({"warmup": 1.0}, "'warmup'.*a fraction in"),
+    ({"warmup": 0.1, "scheduler": "onecycle"}, "warm up twice"),
 ])
 def test_config_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(InvalidParameterError, match=match):

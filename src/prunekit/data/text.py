@@ -210,13 +210,19 @@ def tokenize(tokenizer: Any, texts: Sequence[str], *, max_length: int) -> list[l
 
 def text_bundle(samples: TextSamples, tokenizer: Any, *, task: str, max_length: int = 128, batch_size: int = 32,
                 val_fraction: float = 0.15, test_fraction: float = 0.2, calib_samples: int = 256,
-                seed: int = 0) -> DataBundle:
+                seed: int = 0, train_texts: TextSamples | None = None) -> DataBundle:
     """Tokenize, split (whole documents go to one side when known) and batch ``samples``.
+
+    ``train_texts`` trains on more text without moving the held-out sets: ``samples`` decides the
+    split, then the train loader holds every text of ``train_texts`` whose document is not on the
+    validation or test side (calibration still draws from ``samples``' train texts). So a run can
+    distil on thousands more sentences and still be scored on exactly the same held-out texts.
 
     Raises
     ------
     SourceError
-        A classification task without labels, or too few texts to split.
+        A classification task without labels, too few texts to split, or ``train_texts`` without
+        documents to keep the held-out ones out.
     """
     if task == "classification" and samples.labels is None:
         raise SourceError(f"text data '{samples.name}' has no labels but data.task is classification; "
@@ -236,9 +242,32 @@ def text_bundle(samples: TextSamples, tokenizer: Any, *, task: str, max_length: 
     calib_idx = train_idx[:calib_samples]
     example = collate([(ids[train_idx[0]], labels[train_idx[0]])])[0]
     num_classes = (max(labels) + 1) if samples.labels is not None else None
-    return DataBundle(train=loader(train_idx, True), val=loader(val_idx, False), test=loader(test_idx, False),
+    train = loader(train_idx, True)
+    if train_texts is not None:
+        train = _extra_train_loader(samples, train_texts, held_out=val_idx + test_idx, tokenizer=tokenizer,
+                                    task=task, max_length=max_length, batch_size=batch_size, seed=seed)
+    return DataBundle(train=train, val=loader(val_idx, False), test=loader(test_idx, False),
                       calib=loader(calib_idx, False), num_classes=num_classes, task=task,  # type: ignore[arg-type]
                       example_input=example, name=samples.name)
+
+
+def _extra_train_loader(samples: TextSamples, train_texts: TextSamples, *, held_out: list[int], tokenizer: Any,
+                        task: str, max_length: int, batch_size: int, seed: int) -> DataLoader:
+    """The texts of ``train_texts`` from documents outside ``samples``' held-out splits, shuffled in length buckets."""
+    if samples.documents is None or train_texts.documents is None:
+        raise SourceError(f"train_texts '{train_texts.name}' need documents, and so does '{samples.name}': without them "
+                          f"held-out texts could leak into training; give both TextSamples their documents")
+    held_docs = {samples.documents[i] for i in held_out}
+    keep = [i for i, d in enumerate(train_texts.documents) if d not in held_docs]
+    if not keep:
+        raise SourceError(f"train_texts '{train_texts.name}' hold no text outside the held-out documents; "
+                          f"give texts from the training documents")
+    ids = tokenize(tokenizer, [train_texts.texts[i] for i in keep], max_length=max_length)
+    labels = [train_texts.labels[i] for i in keep] if train_texts.labels is not None else [-1] * len(keep)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    sampler = BucketBatchSampler([len(x) for x in ids], batch_size, shuffle=True,
+                                 generator=torch.Generator().manual_seed(seed + 1))
+    return DataLoader(TokenizedText(ids, labels), batch_sampler=sampler, collate_fn=PadCollate(pad_id, task))
 
 
 def _split(samples: TextSamples, val_fraction: float, test_fraction: float, seed: int) -> tuple[list[int], ...]:

@@ -112,12 +112,12 @@ class _Run:
         self.console.print(f"[bold cyan]>[/bold cyan] {text}")
 
     def finetune_config(self, *, epochs: int, lr: float, optimizer: str, weight_decay: float, name: str,
-                        scheduler: str = "cosine", momentum: float = 0.9, patience: int | None = None,
+                        scheduler: str = "cosine", momentum: float = 0.9, patience: int | None = None, warmup: float = 0.0,
                         temperature: float = defaults.DISTILL_TEMPERATURE, alpha: float = defaults.DISTILL_ALPHA):
         from prunekit.training import FinetuneConfig
 
         return FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-                              scheduler=scheduler, momentum=momentum, early_stopping_patience=patience,
+                              scheduler=scheduler, warmup=warmup, momentum=momentum, early_stopping_patience=patience,
                               temperature=temperature, alpha=alpha, seed=self.recipe.seed,
                               checkpoint_dir=str(self.work / "checkpoints" / name), progress=True,
                               lr_key="model.train_baseline.lr" if name == "baseline" else "recovery.lr")
@@ -351,7 +351,7 @@ class _Run:
                 how += " and every layer's hidden states (MSE)"
             self.stage(f"recovering: fine-tuning {rec.epochs} epochs{how}")
             config = self.finetune_config(epochs=rec.epochs, lr=rec.lr, optimizer=rec.optimizer, name="recovery",
-                                          weight_decay=rec.weight_decay, scheduler=rec.scheduler,
+                                          weight_decay=rec.weight_decay, scheduler=rec.scheduler, warmup=rec.warmup,
                                           momentum=rec.momentum, patience=rec.early_stopping_patience,
                                           temperature=rec.distillation.temperature, alpha=rec.distillation.alpha)
             layers = None

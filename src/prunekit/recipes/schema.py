@@ -285,11 +285,20 @@ class RecoverySpec(_Section):
     lr: Positive = defaults.LR
     optimizer: Literal["sgd", "adam", "adamw"] = defaults.OPTIMIZER
     scheduler: Literal["cosine", "step", "onecycle", "constant"] = defaults.SCHEDULER
+    # fraction of the steps spent ramping the rate up linearly first (higher rates on pretrained transformers)
+    warmup: Annotated[float, _interval(0, 1, low_closed=True, high_closed=False)] = 0.0
     momentum: Annotated[float, _interval(0, 1, low_closed=True, high_closed=False)] = defaults.MOMENTUM
     weight_decay: NonNegative = defaults.WEIGHT_DECAY
     bn_recalibration: bool = True
     early_stopping_patience: PositiveInt | None = None
     distillation: DistillSpec = Field(default_factory=lambda: DistillSpec(enabled=False))
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> RecoverySpec:
+        if self.warmup > 0 and self.scheduler == "onecycle":
+            raise PydanticCustomError("prunekit_warmup", "warmup with scheduler 'onecycle' would warm up twice; "
+                                      "use scheduler 'cosine' or 'constant', or warmup 0")
+        return self
 
 
 class WeightOnlySpec(_Section):

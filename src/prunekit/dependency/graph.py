@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunekit.dependency.coupling import AttrFix, ConvMode, CouplingTracer
+from prunekit.dependency.coupling import CouplingTracer
+from prunekit.dependency.rules.common import AttrFix, ConvMode
 from prunekit.dependency.groups import ChannelGroup, Slot
 from prunekit.errors import InvalidParameterError, PrunekitWarning, TracingError
 from prunekit.tracing import iter_tensors, trace_ops

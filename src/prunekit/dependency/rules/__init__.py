@@ -1,0 +1,1 @@
+"""The coupling rules, one module per op family, mixed into ``CouplingTracer``."""

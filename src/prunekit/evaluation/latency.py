@@ -144,7 +144,7 @@ def onnx_latency(models: Mapping[str, str | Path], *, input_shape: Sequence[int]
             feed = _token_feed(name, session, batch, input_shape, vocab_size, seed)
             if feed is None:
                 feed = {first.name: batch_np.astype(_ORT_DTYPES.get(first.type, np.float32))}
-            _try_once(name, batch, lambda s=session, f=feed: s.run(None, f))
+            try_once(lambda s=session, f=feed: s.run(None, f), name=name, where=f"batch size {batch}", fix=_BATCH_FIX)
             runners[name] = lambda s=session, f=feed: s.run(None, f)
         for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs).items():
             result[name][batch] = summarize(seconds, batch_size=batch)
@@ -173,8 +173,8 @@ def torch_latency(models: Mapping[str, nn.Module], *, input_shape: Sequence[int]
             x = torch.randn((batch, *input_shape), generator=generator)  # (B, *input_shape)
             runners = {}
             for name, model in models.items():
-                runners[name] = _torch_runner(model, x)
-                _try_once(name, batch, runners[name])
+                runners[name] = torch_runner(model, x)
+                try_once(runners[name], name=name, where=f"batch size {batch}", fix=_BATCH_FIX)
             for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs).items():
                 result[name][batch] = summarize(seconds, batch_size=batch)
         return result
@@ -228,23 +228,24 @@ def _token_feed(name: str, session: Any, batch: int, input_shape: Sequence[int],
     return token_feed([i.name for i in inputs], batch, int(input_shape[0]), vocab_size=vocab_size, seed=seed)
 
 
-def _torch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+def torch_runner(model: nn.Module, *args: Any, **kwargs: Any) -> Callable[[], Any]:
+    """A no-argument call of ``model(*args, **kwargs)`` without autograd, for timing."""
     def run() -> Any:
         with torch.inference_mode():
-            return model(x)
+            return model(*args, **kwargs)
 
     return run
 
 
-def _try_once(name: str, batch: int, run: Callable[[], Any]) -> None:
-    """Fail with the model's name before timing starts, not midway through the table."""
+def try_once(run: Callable[[], Any], *, name: str, where: str, fix: str) -> None:
+    """Fail with the model's name and input before timing starts, not midway through the table."""
     try:
         run()
     except Exception as exc:  # noqa: BLE001 - runtime errors of any kind become one message
-        raise InvalidParameterError(
-            f"model '{name}' failed at batch size {batch}: {type(exc).__name__}: {exc}; "
-            f"export it with a dynamic batch axis or choose other batch_sizes"
-        ) from exc
+        raise InvalidParameterError(f"model '{name}' failed at {where}: {type(exc).__name__}: {exc}; {fix}") from exc
+
+
+_BATCH_FIX = "export it with a dynamic batch axis or choose other batch_sizes"
 
 
 def _check_models(models: Mapping[str, Any]) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import InvalidParameterError, SourceError
-from prunekit.evaluation.latency import alternating_timings, physical_cores, summarize
+from prunekit.evaluation.latency import alternating_timings, physical_cores, summarize, torch_runner, try_once
 
 Shape = tuple[int, int]
 TokenTimings = dict[str, dict[str, dict[str, float]]]  # model -> "BxS" -> summarize() stats
@@ -94,9 +94,10 @@ def token_latency(*, onnx: Mapping[str, str | Path] | None = None, torch_models:
                           token_feed(torch_inputs, batch, seq, vocab_size=vocab_size, seed=seed).items()} if torch_models else {}
             for name, model in torch_models.items():
                 model.eval()
-                runners[name] = _torch_runner(model, torch_feed)
+                runners[name] = torch_runner(model, **torch_feed)
             for name, run in runners.items():
-                _try_once(name, (batch, seq), run)
+                try_once(run, name=name, where=f"(batch, seq)={(batch, seq)}",
+                         fix="export it with dynamic batch and sequence axes (prunekit.export.hf.export_token_model)")
             for name, seconds in alternating_timings(runners, warmup=warmup, runs=runs).items():
                 result[name][shape_label((batch, seq))] = summarize(seconds, batch_size=batch)
         return result
@@ -147,21 +148,3 @@ def token_speedups(timings: TokenTimings, *, baseline: str, stat: str = "p50_ms"
                                     f"Got {baseline!r} instead.")
     return {name: {shape: timings[baseline][shape][stat] / stats[stat] for shape, stats in per_shape.items()}
             for name, per_shape in timings.items()}
-
-
-def _torch_runner(model: nn.Module, feed: Mapping[str, torch.Tensor]) -> Callable[[], Any]:
-    def run() -> Any:
-        with torch.inference_mode():
-            return model(**feed)
-
-    return run
-
-
-def _try_once(name: str, shape: Shape, run: Callable[[], Any]) -> None:
-    """Fail with the model's name and shape before timing starts."""
-    try:
-        run()
-    except Exception as exc:  # noqa: BLE001 - runtime errors of any kind become one message
-        raise InvalidParameterError(
-            f"model '{name}' failed at (batch, seq)={shape}: {type(exc).__name__}: {str(exc)[:200]}; "
-            "export it with dynamic batch and sequence axes (prunekit.export.hf.export_token_model)") from exc

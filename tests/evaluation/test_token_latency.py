@@ -107,3 +107,13 @@ def test_onnx_and_torch_models_are_timed_in_one_alternating_loop() -> None:
     assert order == ["onnx", "torch", "onnx", "torch", "torch", "onnx"]  # checks, then rounds flip the order
     with pytest.raises(InvalidParameterError, match=r"names \['m'\] twice"):
         token_latency(onnx={"m": "x"}, torch_models={"m": Echo()}, vocab_size=5)
+
+
+def test_a_model_that_fails_at_a_shape_is_named_before_timing() -> None:
+    class FixedLength(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return input_ids.float().view(input_ids.shape[0], 8)  # only sequence length 8 fits
+
+    with pytest.raises(InvalidParameterError, match=r"model 'fixed' failed at \(batch, seq\)=\(2, 5\): RuntimeError: .*"
+                                                    r"export it with dynamic batch and sequence axes"):
+        torch_token_latency({"fixed": FixedLength()}, vocab_size=50, shapes=((2, 8), (2, 5)), warmup=0, runs=1, threads=1)

@@ -17,8 +17,10 @@ registered as criteria) and the oracle itself used as scores are shown for refer
 
 Models: the issue's small CNN on scikit-learn digits (6 epochs), ResNet-8 width 16
 (``--fashion-width``) on 3000 Fashion-MNIST training images (6 epochs, 1000 test images), and a
-2-layer transformer encoder (d 32, 4 heads) classifying the genre (15 classes) of 64-token windows
-of the Brown corpus (8 epochs). ``--seeds`` repeats everything (data split, training, oracle and
+2-layer transformer encoder (d 32, 4 heads) classifying 64-token windows of the Brown corpus by
+genre group (press, other informative prose, learned, fiction; ``--brown-labels genre`` for the 15
+genres) (8 epochs). Every model is trained with AdamW and one-cycle annealing, so it ends near a
+minimum of its loss (``--constant-lr``: the constant rate of the first tables). ``--seeds`` repeats everything (data split, training, oracle and
 calibration samples, random probes) per seed; the tables give mean ± sd over seeds. Sizes are
 small because the development machine is two shared cores. Calibration collection time and the
 size of the statistics it keeps are printed too.
@@ -62,9 +64,10 @@ ORACLE_ROW = "oracle itself (reference)"  # the single-unit loss increases used 
 ACTIVATION = ["apoz", "activation"]
 OLD = ["gradient", "taylor_weight", "taylor_elementwise", "fisher_weight", "obd_weight"]
 RATIOS = (0.5, 0.7)
-# training samples of the oracle: the Brown oracle is noise-dominated at 512 (split-half Spearman
-# printed by every run), the other two are not and cost more per sample (convolutions on images)
-ORACLE_SAMPLES = {"digits": 512, "fashion": 512, "brown": 2048}
+# training samples of the oracle: as many as calibration leaves of the digits training set (at 512
+# its split-half Spearman was +0.45 on the annealed model, whose training loss is near zero);
+# Brown's oracle is noise-dominated at 512 too; ResNet-8's is not and costs more per sample
+ORACLE_SAMPLES = {"digits": 2048, "fashion": 512, "brown": 2048}
 
 
 # ----------------------------------------------------------------------------- models and data
@@ -129,14 +132,24 @@ def _loader(x: torch.Tensor, y: torch.Tensor, batch: int, shuffle: bool = False,
     return [(x[order[i:i + batch]], y[order[i:i + batch]]) for i in range(0, len(x), batch)]
 
 
-def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, seed: int) -> None:
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, seed: int,
+           anneal: bool = True) -> None:
+    """AdamW; by default one cycle (15% warm-up, then cosine decay to ~0) so the model ends near a
+    minimum of its loss, as a trained model a user brings does. ``anneal=False`` keeps the rate
+    constant (the protocol of the first tables): the model then stops mid-descent, where removing
+    a unit can lower the loss (67 of ResNet-8's 224 units in seed 0) and criteria built on the
+    assumption of a minimum (Taylor, Fisher, OBD) are judged on a model that violates it."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(x) / 64)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15) if anneal else None
     model.train()
     for epoch in range(epochs):
         for xb, yb in _loader(x, y, 64, shuffle=True, seed=seed * 100 + epoch):
             opt.zero_grad()
             F.cross_entropy(model(xb), yb).backward()
             opt.step()
+            if schedule is not None:
+                schedule.step()
     model.eval()
 
 
@@ -153,7 +166,7 @@ def digits_case(args) -> dict:
     xt, yt = (torch.cat(t) for t in zip(*[(a, b) for a, b in bundle.test]))
     torch.manual_seed(args.seed)
     model = SmallCNN()
-    _train(model, x, y, epochs=6, lr=3e-3, seed=args.seed)
+    _train(model, x, y, epochs=6, lr=3e-3, seed=args.seed, anneal=not args.constant_lr)
     return dict(name="digits CNN", model=model, train=(x, y), test=(xt, yt), example=x[:2])
 
 
@@ -166,10 +179,16 @@ def fashion_case(args) -> dict:
     xt, yt = xt[:1000], yt[:1000]
     torch.manual_seed(args.seed)
     model = ResNet8(width=args.fashion_width)
-    _train(model, x, y, epochs=3 if args.quick else 6, lr=3e-3, seed=args.seed)
+    _train(model, x, y, epochs=3 if args.quick else 6, lr=3e-3, seed=args.seed, anneal=not args.constant_lr)
     return dict(name="ResNet-8 Fashion-MNIST", model=model, train=(x, y), test=(xt, yt), example=x[:2])
 
 
+# Brown's own grouping of its 15 genres (corpus manual): press A-C, other informative prose D-H,
+# learned J, imaginative prose (fiction) K-R. 15 genres from 64-token windows trained a model of
+# 0.29 test accuracy whose every one-shot cut landed at chance, which cannot rank criteria; the four
+# groups train to about 0.6 (the largest group is 41% of the texts).
+GENRE_GROUPS = {**dict.fromkeys("abc", "press"), **dict.fromkeys("defgh", "general prose"), "j": "learned",
+                **dict.fromkeys("klmnpr", "fiction")}
 TOKEN = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
 
 
@@ -192,7 +211,8 @@ def brown_case(args) -> dict:
     tokens = {t.id: TOKEN.findall(" ".join(t.sentences).lower()) for t in texts}
     counts = Counter(w for t in train_texts for w in tokens[t.id])
     vocab = {w: i + 1 for i, (w, _) in enumerate(counts.most_common(3000))}  # 0 = unknown
-    genres = {g: i for i, g in enumerate(sorted(by_genre))}
+    label_of = (lambda genre: genre) if args.brown_labels == "genre" else GENRE_GROUPS.__getitem__
+    genres = {g: i for i, g in enumerate(sorted({label_of(g) for g in by_genre}))}
 
     def windows(items):
         xs, ys = [], []
@@ -200,15 +220,16 @@ def brown_case(args) -> dict:
             ids = [vocab.get(w, 0) for w in tokens[t.id]]
             starts = np.linspace(0, len(ids) - length, per_text).astype(int)
             xs += [ids[s:s + length] for s in starts]
-            ys += [genres[t.genre]] * per_text
+            ys += [genres[label_of(t.genre)]] * per_text
         return torch.tensor(xs), torch.tensor(ys)
 
     x, y = windows(train_texts)
     xt, yt = windows(test_texts)
     torch.manual_seed(args.seed)
     model = TextClassifier(len(vocab) + 1, len(genres), length, dim=32, heads=4, hidden=64)
-    _train(model, x, y, epochs=4 if args.quick else 8, lr=3e-3, seed=args.seed)
-    return dict(name="transformer Brown genre", model=model, train=(x, y), test=(xt, yt), example=x[:2])
+    _train(model, x, y, epochs=4 if args.quick else 8, lr=3e-3, seed=args.seed, anneal=not args.constant_lr)
+    task = "genre" if args.brown_labels == "genre" else "genre group"
+    return dict(name=f"transformer Brown {task}", model=model, train=(x, y), test=(xt, yt), example=x[:2])
 
 
 CASES = {"digits": digits_case, "fashion": fashion_case, "brown": brown_case}
@@ -417,6 +438,10 @@ def main() -> None:
     parser.add_argument("--exact-hessian-units", type=int, default=64,
                         help="obd: exact gate Hessian diagonal for groups of at most this many units (0: Hutchinson)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--brown-labels", choices=("groups", "genre"), default="groups",
+                        help="Brown task: the 4 genre groups (default) or the 15 genres (the first tables' task)")
+    parser.add_argument("--constant-lr", action="store_true",
+                        help="train at a constant rate, the first tables' protocol (default: one-cycle annealing)")
     parser.add_argument("--fashion-width", type=int, default=16, help="ResNet-8 width on Fashion-MNIST")
     parser.add_argument("--save", default=None, help="write the per-seed results as JSON")
     parser.add_argument("--load", nargs="+", default=None,

@@ -49,11 +49,12 @@ def cut(model, graph, groups, scores, part, stream, train_data, test_data, ratio
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--constant-lr", action="store_true", help="train at a constant rate (the first tables' protocol)")
     parser.add_argument("--draws", type=int, default=8, help="random rankings to compare with")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    case = fashion_case(argparse.Namespace(seed=args.seed, quick=False, fashion_width=16))
+    case = fashion_case(argparse.Namespace(seed=args.seed, quick=False, fashion_width=16, constant_lr=args.constant_lr))
     model, (x, y) = case["model"], case["train"]
     (xo, yo), (xc, yc) = _split(x, y, 512, 512, args.seed)
     train_data, test_data = _loader(x, y, 32, shuffle=True, seed=args.seed), _loader(*case["test"], 250)

@@ -91,6 +91,34 @@ def test_in_a_decoder_block_0_ffn_output_error_orders_the_modes(kind: str) -> No
 
 
 @pytest.mark.transformers
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_refitting_to_the_dense_outputs_takes_up_the_drift_of_the_heads_cut_before(kind: str) -> None:
+    """Block 0 with heads and channels cut: the attention output projection sees the same inputs in
+    both modes (same refit), so the FFN output projection sees the same drifted inputs in both;
+    fitted to the dense outputs it must land closer to them than fitted to its own outputs."""
+    pytest.importorskip("transformers")
+    dense = tiny_decoder(kind, layers=2)
+    batches = calibration()
+    name = "model.layers.0.mlp.down_proj" if kind == "llama" else "transformer.h.0.mlp.c_proj"
+
+    def outputs(model: nn.Module) -> torch.Tensor:
+        seen: list[torch.Tensor] = []
+        hook = model.get_submodule(name).register_forward_hook(lambda _m, _a, out: seen.append(out.detach()))
+        with torch.no_grad():
+            for b in batches:
+                model(b)
+        hook.remove()
+        return torch.cat(seen)
+
+    target = outputs(dense)
+    errors = {}
+    for mode in ("least_squares", "least_squares_dense"):
+        small, _ = prune_structured(dense, batches, channel_ratio=0.25, head_ratio=0.5, reconstruct=mode, damping=0.0)
+        errors[mode] = float((outputs(small) - target).pow(2).mean())
+    assert errors["least_squares_dense"] < errors["least_squares"]
+
+
+@pytest.mark.transformers
 def test_a_given_plan_is_applied_as_given_and_refit() -> None:
     pytest.importorskip("transformers")
     dense = tiny_decoder("llama", layers=2)
@@ -113,7 +141,7 @@ def test_bad_reconstruct_damping_and_plan_are_one_line_errors() -> None:
     pytest.importorskip("transformers")
     model, batches = tiny_decoder("llama"), calibration()
     with pytest.raises(InvalidParameterError, match=r"'reconstruct' parameter of prune_structured must be one of "
-                                                    r"'none', 'bias', 'least_squares'\. Got 'ls'"):
+                                                    r"'none', 'bias', 'least_squares', 'least_squares_dense'\. Got 'ls'"):
         prune_structured(model, batches, channel_ratio=0.3, reconstruct="ls")
     with pytest.raises(InvalidParameterError, match=r"'damping' parameter of prune_structured .* Got -1"):
         prune_structured(model, batches, channel_ratio=0.3, damping=-1)

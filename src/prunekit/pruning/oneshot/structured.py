@@ -28,7 +28,7 @@ from prunekit.dependency import build_graph
 from prunekit.dependency.groups import ChannelGroup, PruningPlan
 from prunekit.errors import InvalidParameterError, check_ratio
 from prunekit.pruning.oneshot.blocks import capture_block_inputs, find_blocks, is_linear_like
-from prunekit.pruning.oneshot.reconstruct import check_damping, check_reconstruct, remove_inputs
+from prunekit.pruning.oneshot.reconstruct import check_damping, check_reconstruct, observe_pair, remove_inputs
 from prunekit.pruning.oneshot.stats import collect_inputs
 from prunekit.pruning.surgery import SurgeryRecord, apply_plan
 
@@ -82,8 +82,10 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
     data-free baseline, still processed block by block so the compensation applies alike.
     ``reconstruct`` is what the consumers of the removed units do (see
     :mod:`prunekit.pruning.oneshot.reconstruct`): ``"none"``, ``"bias"`` (FLAP's bias
-    compensation, the default) or ``"least_squares"`` (kept columns and bias refit on the
-    calibration inputs, ``damping`` as a fraction of the mean diagonal). ``compensate_bias`` is the
+    compensation, the default), ``"least_squares"`` (kept columns and bias refit on the
+    calibration inputs, ``damping`` as a fraction of the mean diagonal) or ``"least_squares_dense"``
+    (refit to the dense model's outputs: also corrects the drift of earlier blocks; runs a copy of
+    the dense model beside). ``compensate_bias`` is the
     older spelling: ``False`` means ``reconstruct="none"``.
 
     ``plan`` removes exactly the units of a plan chosen elsewhere (by any criterion, on a graph of
@@ -116,6 +118,11 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
     if plan is not None:
         _check_plan(plan, per_block, blocks_name, owner)
     held = capture_block_inputs(work, block_list, batches)
+    dense_blocks, dense_held = None, None
+    if reconstruct == "least_squares_dense":  # the dense model runs beside, block by block, for the targets
+        dense_model = copy.deepcopy(model).eval()
+        dense_blocks = find_blocks(dense_model, blocks_name)[1]
+        dense_held = capture_block_inputs(dense_model, dense_blocks, batches)
     removed: dict[str, tuple[int, ...]] = {}
     scores: dict[str, torch.Tensor] = {}
     kinds: dict[str, str] = {}
@@ -160,9 +167,14 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
                     with refit as fresh:
                         held.observe(index, block, refit)
                     layer_stats = fresh[name]
-                    peak = max(peak, held.held_bytes() + layer_stats.nbytes())
+                elif reconstruct == "least_squares_dense":
+                    layer_stats = observe_pair(held, dense_held, index, block, dense_blocks[index], name)
+                peak = max(peak, held.held_bytes() + layer_stats.nbytes()
+                           + (dense_held.held_bytes() if dense_held is not None else 0))
                 remove_inputs(layer, torch.cat(positions[name]), layer_stats, reconstruct, damping=damping)
             held.advance(index, block)
+            if dense_held is not None:
+                dense_held.advance(index, dense_blocks[index])
     meta = {"method": f"{score}-structured", "channel_ratio": channel_ratio, "head_ratio": head_ratio,
             "reconstruct": reconstruct}
     if plan is not None:

@@ -73,7 +73,7 @@ def prune_by_sensitivity(model, bundle, *, criterion: str, seed: int):
 
 
 def prune(model, example, calib, *, cut: dict[str, int], criterion: str, batches: int, reconstruct: str = "none",
-          damping: float = 0.01):
+          damping: float = 0.01, weighting: str = "uniform"):
     """Remove the ``cut[unit]`` lowest-scored heads and/or FFN channels of every layer.
 
     ``reconstruct`` other than "none": the plan is applied block by block by
@@ -88,7 +88,7 @@ def prune(model, example, calib, *, cut: dict[str, int], criterion: str, batches
         sizes = {"head": 12, "channel": 1536}
         ratios = {f"{u}_ratio": (cut.get(u, 0) + 0.5) / sizes[u] for u in sizes}
         return prune_structured(model, calibration, example_inputs=example, reconstruct=reconstruct,
-                                damping=damping, **ratios)[0]
+                                damping=damping, weighting=weighting, **ratios)[0]
     graph = build_graph(model, example)
     crit = make_criterion(criterion)
     ctx = collect(model, calib, needs=crit.requires, loss_fn=calibration_loss("embedding"), batches=batches)
@@ -102,7 +102,7 @@ def prune(model, example, calib, *, cut: dict[str, int], criterion: str, batches
         removed[g.id] = tuple(sorted(int(i) for i in order[: cut[g.unit]]))
     if reconstruct != "none":
         return reconstruct_plan(model, PruningPlan(removed), calibration, reconstruct=reconstruct, damping=damping,
-                                example_inputs=example)[0]
+                                weighting=weighting, example_inputs=example)[0]
     return apply_plan(model, graph, PruningPlan(removed))[0]
 
 
@@ -162,6 +162,8 @@ def main() -> None:
     parser.add_argument("--reconstruct", default="none", choices=["none", "bias", "least_squares", "least_squares_dense"],
                         help="consumers of the removed units refit on the calibration sentences (prunekit.pruning.oneshot)")
     parser.add_argument("--damping", type=float, default=0.01, help="least-squares damping (fraction of the mean diagonal)")
+    parser.add_argument("--weighting", default="uniform", choices=["uniform", "relative"],
+                        help="least-squares token weights: relative fits errors relative to each token's output norm")
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--layerwise", action="store_true", help="also match every layer's hidden states")
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -212,7 +214,8 @@ def main() -> None:
             pruned = prune_by_sensitivity(dense, bundle, criterion=args.criterion, seed=args.seed)
         else:
             pruned = prune(dense, bundle.example_input, bundle.calib, cut=VARIANTS[name], criterion=args.criterion,
-                           batches=args.calib_batches, reconstruct=args.reconstruct, damping=args.damping)
+                           batches=args.calib_batches, reconstruct=args.reconstruct, damping=args.damping,
+                        weighting=args.weighting)
         rows[f"{name}, cut"] = measure(pruned, bundle, dense_test, probe_train, example)
         print(line(f"{name}, cut") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
         student = copy.deepcopy(pruned).train()

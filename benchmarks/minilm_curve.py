@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--reconstruct", default="none", choices=["none", "bias", "least_squares", "least_squares_dense"],
                         help="consumers of the removed units refit on the calibration sentences (prunekit.pruning.oneshot)")
     parser.add_argument("--damping", type=float, default=0.01, help="least-squares damping (fraction of the mean diagonal)")
+    parser.add_argument("--weighting", default="uniform", choices=["uniform", "relative"],
+                        help="least-squares token weights: relative fits errors relative to each token's output norm")
     parser.add_argument("--train-samples-per-text", type=int, default=10000, help="sentences of each train document")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -69,7 +71,8 @@ def main() -> None:
         student = prune_by_sensitivity(dense, held, criterion=args.criterion, seed=0)
     else:
         student = prune(dense, held.example_input, held.calib, cut=VARIANTS[args.cut], criterion=args.criterion, batches=8,
-                        reconstruct=args.reconstruct, damping=args.damping)
+                        reconstruct=args.reconstruct, damping=args.damping,
+                        weighting=args.weighting)
     cut = fidelity(student)
     print(f"{args.cut} ({args.criterion}, reconstruct {args.reconstruct}) cut: cosine {cut['cosine_mean']:.4f} p5 {cut['cosine_p5']:.4f}", flush=True)
     student.train()

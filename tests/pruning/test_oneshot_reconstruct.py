@@ -10,7 +10,7 @@ from torch import nn
 from prunekit.dependency.groups import PruningPlan
 from prunekit.errors import InvalidParameterError
 from prunekit.pruning.oneshot import prune_structured, reconstruct_plan
-from prunekit.pruning.oneshot.reconstruct import remove_inputs
+from prunekit.pruning.oneshot.reconstruct import FitStats, remove_inputs
 from prunekit.pruning.oneshot.stats import InputStats
 
 from ._decoders import calibration, tiny_decoder
@@ -18,8 +18,8 @@ from ._decoders import calibration, tiny_decoder
 torch.set_num_threads(1)
 
 
-def _stats(x: torch.Tensor) -> InputStats:
-    stats = InputStats(x.shape[1], hessian=True)
+def _stats(x: torch.Tensor, mode: str) -> InputStats | FitStats:
+    stats = InputStats(x.shape[1], hessian=False) if mode == "bias" else FitStats(x.shape[1], dense=False)
     stats.add(x)
     return stats
 
@@ -28,7 +28,7 @@ def _cut(layer: nn.Linear, removed: list[int], x: torch.Tensor, mode: str, dampi
     """Outputs of a copy of ``layer`` whose ``removed`` inputs are gone, compensated per ``mode``."""
     cut = nn.Linear(layer.in_features, layer.out_features).double()
     cut.load_state_dict(layer.state_dict())
-    remove_inputs(cut, torch.tensor(removed), _stats(x), mode, damping=damping)
+    remove_inputs(cut, torch.tensor(removed), _stats(x, mode), mode, damping=damping)
     assert torch.all(cut.weight[:, removed] == 0)
     return cut(x).detach()
 
@@ -60,6 +60,28 @@ def test_least_squares_error_is_at_most_bias_error_which_is_at_most_plain_remova
     assert errors["least_squares"] < errors["bias"] < errors["none"]
     damped = float((_cut(layer, [1, 4, 7, 9], x, "least_squares", damping=0.01) - target).pow(2).mean())
     assert errors["least_squares"] <= damped < errors["bias"]
+
+
+def test_relative_weighting_keeps_one_massive_token_from_shifting_the_others() -> None:
+    """A removed unit fires massively on one token in ten (as BERT's [CLS] in an early FFN): the
+    uniform refit moves every token towards that token's lost contribution; weighting tokens by
+    ``1 / ||y||^2`` minimizes the relative errors instead, so they come out lower."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(400, 6, generator=g, dtype=torch.float64)
+    x[:, 5] = 0.1 * x[:, 5]
+    x[::10, 5] = 60.0  # the massive token
+    layer = nn.Linear(6, 4).double()
+    target = layer(x).detach()
+    weight = 1.0 / target.pow(2).sum(1)
+    relative = {}
+    for weighting in ("uniform", "relative"):
+        stats = FitStats(6, dense=False)
+        stats.add(x, weight=weight if weighting == "relative" else None)
+        cut = nn.Linear(6, 4).double()
+        cut.load_state_dict(layer.state_dict())
+        remove_inputs(cut, torch.tensor([5]), stats, "least_squares")
+        relative[weighting] = float(((cut(x).detach() - target).pow(2).sum(1) * weight).sum())
+    assert relative["relative"] < 0.5 * relative["uniform"]
 
 
 @pytest.mark.transformers
@@ -116,6 +138,9 @@ def test_refitting_to_the_dense_outputs_takes_up_the_drift_of_the_heads_cut_befo
         small, _ = prune_structured(dense, batches, channel_ratio=0.25, head_ratio=0.5, reconstruct=mode, damping=0.0)
         errors[mode] = float((outputs(small) - target).pow(2).mean())
     assert errors["least_squares_dense"] < errors["least_squares"]
+    weighted, _ = prune_structured(dense, batches, channel_ratio=0.25, head_ratio=0.5, reconstruct="least_squares_dense",
+                                   weighting="relative")
+    assert torch.isfinite(outputs(weighted)).all()
 
 
 @pytest.mark.transformers
@@ -127,7 +152,8 @@ def test_a_given_plan_is_applied_as_given_and_refit() -> None:
     chosen = {gid: tuple(range(len(units))) for gid, units in scored.plan.removed.items()}  # not Wanda's choice
     small, result = reconstruct_plan(dense, PruningPlan(chosen, {"criterion": "first units"}), batches)
     assert result.plan.removed == chosen
-    assert result.plan.meta == {"criterion": "first units", "reconstruct": "least_squares"}
+    assert result.plan.meta == {"criterion": "first units", "reconstruct": "least_squares", "damping": 0.01,
+                                "weighting": "uniform"}
     assert small.model.layers[0].mlp.down_proj.in_features == 48 - 12
     plain, _ = reconstruct_plan(dense, PruningPlan(chosen), batches, reconstruct="none")
     with torch.no_grad():
@@ -143,6 +169,9 @@ def test_bad_reconstruct_damping_and_plan_are_one_line_errors() -> None:
     with pytest.raises(InvalidParameterError, match=r"'reconstruct' parameter of prune_structured must be one of "
                                                     r"'none', 'bias', 'least_squares', 'least_squares_dense'\. Got 'ls'"):
         prune_structured(model, batches, channel_ratio=0.3, reconstruct="ls")
+    with pytest.raises(InvalidParameterError, match=r"'weighting' parameter of prune_structured must be one of "
+                                                    r"'uniform', 'relative'\. Got 'norm'"):
+        prune_structured(model, batches, channel_ratio=0.3, reconstruct="least_squares", weighting="norm")
     with pytest.raises(InvalidParameterError, match=r"'damping' parameter of prune_structured .* Got -1"):
         prune_structured(model, batches, channel_ratio=0.3, damping=-1)
     with pytest.raises(InvalidParameterError, match=r"removes units of group 'nope'"):

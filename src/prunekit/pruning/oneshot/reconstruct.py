@@ -18,7 +18,7 @@ For ``y = W x + b`` whose inputs ``r`` are removed (their columns zeroed, later 
   (Kwon et al. 2022 reconstruct the original layer outputs): it also takes up the drift that the
   blocks pruned before have caused in this consumer's inputs. Needs the cross moment of the pruned
   and dense inputs, collected by running the dense block beside the pruned one
-  (:class:`PairedStats`). Both refits are ridge regressions centred on the current weights:
+  (:class:`FitStats`). Both refits are ridge regressions centred on the current weights:
   ``W'_k = W_k + (W C_k - W_k H_kk)(H_kk + damping)^-1``, with ``C = E[[x_dense;1][x_k;1]^T]``
   (``C = H`` for ``"least_squares"``, which gives the formula above).
 
@@ -52,60 +52,91 @@ def check_damping(value: object, owner: str) -> float:
     return float(value)
 
 
-class PairedStats:
-    """``sum`` and ``sum x x^T`` of a consumer's inputs in the pruned model, and the cross sum
-    ``sum x_dense x^T`` with the dense model's inputs on the same tokens."""
+WEIGHTING = ("uniform", "relative")
 
-    def __init__(self, in_features: int, device: torch.device | str = "cpu") -> None:
-        self.tokens = 0
-        self.sum = torch.zeros(in_features, dtype=torch.float64, device=device)
-        self.sum_dense = torch.zeros(in_features, dtype=torch.float64, device=device)
-        self.xtx = torch.zeros(in_features, in_features, dtype=torch.float64, device=device)
-        self.cross = torch.zeros(in_features, in_features, dtype=torch.float64, device=device)  # dense x pruned
 
-    def add(self, x: torch.Tensor, x_dense: torch.Tensor, tokens: torch.Tensor | None = None) -> None:
-        if tokens is not None and tuple(x.shape[:-1]) == tuple(tokens.shape):
-            x, x_dense = x[tokens.to(x.device)], x_dense[tokens.to(x.device)]
-        x = x.detach().reshape(-1, x.shape[-1]).float()  # float32 products, float64 sums (as InputStats)
-        x_dense = x_dense.detach().reshape(-1, x_dense.shape[-1]).float()
-        self.tokens += x.shape[0]
-        self.sum += x.sum(0, dtype=torch.float64)
-        self.sum_dense += x_dense.sum(0, dtype=torch.float64)
-        self.xtx += (x.t() @ x).double()
-        self.cross += (x_dense.t() @ x).double()
+def check_weighting(value: object, owner: str) -> str:
+    if value not in WEIGHTING:
+        raise InvalidParameterError(f"The 'weighting' parameter of {owner} must be one of "
+                                    f"{', '.join(repr(m) for m in WEIGHTING)}. Got {value!r} instead.")
+    return str(value)
+
+
+class FitStats:
+    """Weighted sums over calibration tokens for a least-squares refit: ``sum w``, ``sum w x`` and
+    ``sum w x x^T`` of the consumer's inputs in the pruned model and, with ``dense``, ``sum w x_dense``
+    and ``sum w x_dense x^T`` with the dense model's inputs on the same tokens."""
+
+    def __init__(self, in_features: int, *, dense: bool, device: torch.device | str = "cpu") -> None:
+        def zeros(*shape: int) -> torch.Tensor:
+            return torch.zeros(*shape, dtype=torch.float64, device=device)
+
+        self.tokens = 0.0  # total weight
+        self.sum, self.xtx = zeros(in_features), zeros(in_features, in_features)
+        self.sum_dense, self.cross = (zeros(in_features), zeros(in_features, in_features)) if dense else (None, None)
+
+    def add(self, x: torch.Tensor, x_dense: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> None:
+        """Add token rows ``x`` (tokens, in) (and their dense counterparts), each weighted by ``weight`` (tokens,)."""
+        x = x.detach().float()  # float32 products, float64 sums (as InputStats)
+        w = torch.ones(x.shape[0], device=x.device) if weight is None else weight.detach().float()
+        self.tokens += float(w.sum(dtype=torch.float64))
+        self.sum += (w @ x).double()
+        self.xtx += ((x * w[:, None]).t() @ x).double()
+        if self.cross is not None:
+            x_dense = x_dense.detach().float()
+            self.sum_dense += (w @ x_dense).double()
+            self.cross += ((x_dense * w[:, None]).t() @ x).double()
 
     def nbytes(self) -> int:
-        return 8 * (2 * self.xtx.numel() + 2 * self.sum.numel())
+        return 8 * sum(t.numel() for t in (self.sum, self.xtx, self.sum_dense, self.cross) if t is not None)
 
 
-def observe_pair(held, dense_held, index: int, block: nn.Module, dense_block: nn.Module, name: str) -> PairedStats:
-    """Run block ``index`` of the pruned and the dense model on every held batch, pairing consumer ``name``'s inputs."""
-    layer, dense_layer = block.get_submodule(name), dense_block.get_submodule(name)
+def observe_fit(held, index: int, block: nn.Module, name: str, *, weighting: str = "uniform", dense_held=None,
+                dense_block: nn.Module | None = None) -> FitStats:
+    """Run block ``index`` on every held batch (and the dense block beside it when ``dense_held`` is
+    given), summing consumer ``name``'s inputs on the real tokens. ``weighting="relative"`` weights each
+    token by ``1 / ||y||^2``, ``y`` the consumer's output before the refit (the dense one's when paired):
+    the refit then fits relative errors, so a few tokens with massive outputs (BERT's [CLS] in an early
+    FFN: 50x the median) cannot pull every other token towards their removed contribution."""
+    layer = block.get_submodule(name)
+    dense_layer = dense_block.get_submodule(name) if dense_block is not None else None
     seen: dict[str, torch.Tensor] = {}
-    hooks = [layer.register_forward_pre_hook(lambda _m, args: seen.__setitem__("pruned", args[0])),
-             dense_layer.register_forward_pre_hook(lambda _m, args: seen.__setitem__("dense", args[0]))]
-    stats = PairedStats(seen_features(layer), device=layer.weight.device)
+    hooks = [layer.register_forward_pre_hook(lambda _m, args: seen.__setitem__("pruned", args[0]))]
+    if dense_layer is not None:
+        hooks.append(dense_layer.register_forward_pre_hook(lambda _m, args: seen.__setitem__("dense", args[0])))
+    stats = FitStats(linear_weight(layer).shape[1], dense=dense_layer is not None, device=layer.weight.device)
     try:
         for b in range(len(held.hidden)):
             held.run(index, block, b)
-            dense_held.run(index, dense_block, b)
-            stats.add(seen["pruned"], seen["dense"], held.tokens[b] if b < len(held.tokens) else None)
+            if dense_held is not None:
+                dense_held.run(index, dense_block, b)
+            tokens = held.tokens[b] if b < len(held.tokens) else None
+            rows = {k: _rows(v, tokens) for k, v in seen.items()}
+            weight = None
+            if weighting == "relative":
+                source, target = (dense_layer, rows["dense"]) if dense_layer is not None else (layer, rows["pruned"])
+                weight = 1.0 / source(target).float().pow(2).sum(1).clamp(min=1e-12)
+            stats.add(rows["pruned"], rows.get("dense"), weight)
     finally:
         for h in hooks:
             h.remove()
     return stats
 
 
-def seen_features(layer: nn.Module) -> int:
-    return linear_weight(layer).shape[1]
+def _rows(x: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+    """The (tokens, features) rows of a consumer input, padding left out."""
+    if tokens is not None and tuple(x.shape[:-1]) == tuple(tokens.shape):
+        x = x[tokens.to(x.device)]
+    return x.reshape(-1, x.shape[-1])
 
 
-def remove_inputs(layer: nn.Module, positions: torch.Tensor, stats: InputStats | PairedStats, mode: str, *,
+def remove_inputs(layer: nn.Module, positions: torch.Tensor, stats: InputStats | FitStats, mode: str, *,
                   damping: float = 0.0) -> None:
     """Remove input ``positions`` of a ``Linear``/``Conv1D`` consumer in place, compensating per ``mode``.
 
-    ``stats`` are the consumer's inputs on the calibration tokens (with ``hessian=True`` for
-    ``"least_squares"``; a :class:`PairedStats` for ``"least_squares_dense"``).
+    ``stats`` sum the consumer's inputs on the calibration tokens: an :class:`InputStats` for
+    ``"bias"``, a :class:`FitStats` for the least-squares modes (paired with the dense inputs for
+    ``"least_squares_dense"``).
     """
     positions = torch.as_tensor(positions, dtype=torch.long).unique()
     if positions.numel() == 0:
@@ -139,10 +170,10 @@ def _augmented(xx: torch.Tensor, sum_left: torch.Tensor, sum_right: torch.Tensor
 def _least_squares(weight: torch.Tensor, bias: torch.Tensor | None, removed: torch.Tensor, stats, damping: float,
                    *, dense: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(W', b')``: the kept columns (and bias) refit; removed columns left as they were."""
-    if getattr(stats, "xtx", None) is None:
-        raise RuntimeError("least-squares reconstruction needs InputStats built with hessian=True")
+    if not isinstance(stats, FitStats) or (dense and stats.cross is None):
+        raise RuntimeError("least-squares reconstruction needs FitStats (built with dense=True for the dense target)")
     n_in = weight.shape[1]
-    n = max(stats.tokens, 1)
+    n = stats.tokens if stats.tokens > 0 else 1.0
     device = weight.device
     second = _augmented(stats.xtx.to(device), stats.sum.to(device), stats.sum.to(device), n)  # E[z z^T]
     cross = (_augmented(stats.cross.to(device), stats.sum_dense.to(device), stats.sum.to(device), n)

@@ -28,7 +28,8 @@ from prunekit.dependency import build_graph
 from prunekit.dependency.groups import ChannelGroup, PruningPlan
 from prunekit.errors import InvalidParameterError, check_ratio
 from prunekit.pruning.oneshot.blocks import capture_block_inputs, find_blocks, is_linear_like
-from prunekit.pruning.oneshot.reconstruct import check_damping, check_reconstruct, observe_pair, remove_inputs
+from prunekit.pruning.oneshot.reconstruct import (check_damping, check_reconstruct, check_weighting, observe_fit,
+                                                  remove_inputs)
 from prunekit.pruning.oneshot.stats import collect_inputs
 from prunekit.pruning.surgery import SurgeryRecord, apply_plan
 
@@ -73,7 +74,8 @@ def block_groups(graph, blocks_name: str, n_blocks: int) -> list[list[ChannelGro
 def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ratio: float = 0.0,
                      head_ratio: float = 0.0, blocks: str | None = None, example_inputs: Any = None,
                      compensate_bias: bool | None = None, score: str = "wanda", reconstruct: str = "bias",
-                     damping: float = 0.01, plan: PruningPlan | None = None) -> tuple[nn.Module, StructuredResult]:
+                     damping: float = 0.01, weighting: str = "uniform",
+                     plan: PruningPlan | None = None) -> tuple[nn.Module, StructuredResult]:
     """Remove ``channel_ratio`` of each block's FFN channels and ``head_ratio`` of its heads.
 
     Returns ``(smaller_model, result)``; ``model`` is not modified. ``example_inputs`` (default:
@@ -85,7 +87,8 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
     compensation, the default), ``"least_squares"`` (kept columns and bias refit on the
     calibration inputs, ``damping`` as a fraction of the mean diagonal) or ``"least_squares_dense"``
     (refit to the dense model's outputs: also corrects the drift of earlier blocks; runs a copy of
-    the dense model beside). ``compensate_bias`` is the
+    the dense model beside). ``weighting="relative"`` makes the least-squares refits fit each token's
+    error relative to its output norm (see ``reconstruct.observe_fit``). ``compensate_bias`` is the
     older spelling: ``False`` means ``reconstruct="none"``.
 
     ``plan`` removes exactly the units of a plan chosen elsewhere (by any criterion, on a graph of
@@ -100,6 +103,7 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
     if compensate_bias is False:
         reconstruct = "none"
     damping = check_damping(damping, owner)
+    weighting = check_weighting(weighting, owner)
     check_ratio(channel_ratio, "channel_ratio", owner)
     check_ratio(head_ratio, "head_ratio", owner)
     batches = list(calibration)
@@ -162,13 +166,9 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
                 if name not in positions:
                     continue
                 layer_stats = stats[name]
-                if reconstruct == "least_squares":  # on inputs after the consumers before it were refit
-                    refit = collect_inputs({name: layer}, hessian=True, in_features={name: sizes[name]})
-                    with refit as fresh:
-                        held.observe(index, block, refit)
-                    layer_stats = fresh[name]
-                elif reconstruct == "least_squares_dense":
-                    layer_stats = observe_pair(held, dense_held, index, block, dense_blocks[index], name)
+                if reconstruct.startswith("least_squares"):  # on inputs after the consumers before it were refit
+                    layer_stats = observe_fit(held, index, block, name, weighting=weighting, dense_held=dense_held,
+                                              dense_block=dense_blocks[index] if dense_blocks is not None else None)
                 peak = max(peak, held.held_bytes() + layer_stats.nbytes()
                            + (dense_held.held_bytes() if dense_held is not None else 0))
                 remove_inputs(layer, torch.cat(positions[name]), layer_stats, reconstruct, damping=damping)
@@ -179,6 +179,8 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
             "reconstruct": reconstruct}
     if plan is not None:
         meta = {**plan.meta, "reconstruct": reconstruct}
+    if reconstruct.startswith("least_squares"):
+        meta.update(damping=damping, weighting=weighting)
     applied = PruningPlan(removed, meta)
     pruned, record = apply_plan(work, graph, applied)  # work carries the compensation
     pruned.train(model.training)
@@ -186,12 +188,12 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
 
 
 def reconstruct_plan(model: nn.Module, plan: PruningPlan, calibration: Iterable[Any], *,
-                     reconstruct: str = "least_squares", damping: float = 0.01, blocks: str | None = None,
-                     example_inputs: Any = None) -> tuple[nn.Module, StructuredResult]:
+                     reconstruct: str = "least_squares", damping: float = 0.01, weighting: str = "uniform",
+                     blocks: str | None = None, example_inputs: Any = None) -> tuple[nn.Module, StructuredResult]:
     """Apply ``plan`` (chosen by any criterion) block by block, the consumers of the removed heads
     and channels compensating per ``reconstruct``; ``(smaller_model, result)``."""
     return prune_structured(model, calibration, blocks=blocks, example_inputs=example_inputs,
-                            reconstruct=reconstruct, damping=damping, plan=plan)
+                            reconstruct=reconstruct, damping=damping, weighting=weighting, plan=plan)
 
 
 def _check_plan(plan: PruningPlan, per_block: list[list[ChannelGroup]], blocks_name: str, owner: str) -> None:

@@ -82,6 +82,13 @@ def test_relative_weighting_keeps_one_massive_token_from_shifting_the_others() -
         remove_inputs(cut, torch.tensor([5]), stats, "least_squares")
         relative[weighting] = float(((cut(x).detach() - target).pow(2).sum(1) * weight).sum())
     assert relative["relative"] < 0.5 * relative["uniform"]
+    stats = FitStats(6, dense=False)
+    stats.add(x, weight=weight)
+    cut = nn.Linear(6, 4).double()
+    cut.load_state_dict(layer.state_dict())
+    remove_inputs(cut, torch.tensor([5]), stats, "bias")  # the weighted mean, massive tokens down-weighted
+    shift = layer.weight[:, 5].detach() * float((x[:, 5] * weight).sum() / weight.sum())
+    assert torch.allclose(cut.bias, layer.bias + shift, atol=1e-6)
 
 
 @pytest.mark.transformers

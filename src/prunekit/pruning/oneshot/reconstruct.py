@@ -5,7 +5,9 @@ For ``y = W x + b`` whose inputs ``r`` are removed (their columns zeroed, later 
 
 - ``"none"``: nothing; the removed units' contribution is lost.
 - ``"bias"``: their mean contribution ``W_r E[x_r]`` is folded into the bias (FLAP's bias
-  compensation); exact for units that are constant over the calibration tokens.
+  compensation); exact for units that are constant over the calibration tokens. On BERT-like
+  encoders it can be a disaster: a removed FFN channel that fires massively on one token ([CLS] in
+  MiniLM's first layer, 50x the median contribution) moves every token by its mean.
 - ``"least_squares"``: the kept columns and the bias are refit to the old outputs on the
   calibration inputs, ``min ||W x + b - W'_k x_k - b'||^2``, whose solution is
   ``W'_k = W_k + W_r H_rk H_kk^-1`` with ``H`` the uncentered second moment of ``[x; 1]`` (Kwon et
@@ -13,6 +15,8 @@ For ``y = W x + b`` whose inputs ``r`` are removed (their columns zeroed, later 
   kept ones (plus a constant) is then re-expressed exactly. ``damping`` adds that fraction of the
   mean diagonal of ``H_kk`` to its diagonal, so rarely active or collinear units do not blow the
   refit up on tokens outside the calibration set.
+- ``weighting="relative"`` (:func:`observe_fit`) weighs each token by ``1 / ||y||^2`` in the sums
+  of the refits and the bias's mean: relative errors are fitted, so such tokens no longer dominate.
 - ``"least_squares_dense"``: the same refit, but to the *dense* model's outputs on the dense
   model's inputs, ``min ||W x_dense + b - W'_k x_k - b'||^2`` with ``x`` the pruned model's inputs
   (Kwon et al. 2022 reconstruct the original layer outputs): it also takes up the drift that the
@@ -86,6 +90,10 @@ class FitStats:
             x_dense = x_dense.detach().float()
             self.sum_dense += (w @ x_dense).double()
             self.cross += ((x_dense * w[:, None]).t() @ x).double()
+
+    def mean(self) -> torch.Tensor:
+        """The weighted mean input (what ``"bias"`` folds in)."""
+        return self.sum / (self.tokens if self.tokens > 0 else 1.0)
 
     def nbytes(self) -> int:
         return 8 * sum(t.numel() for t in (self.sum, self.xtx, self.sum_dense, self.cross) if t is not None)

@@ -87,8 +87,8 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
     compensation, the default), ``"least_squares"`` (kept columns and bias refit on the
     calibration inputs, ``damping`` as a fraction of the mean diagonal) or ``"least_squares_dense"``
     (refit to the dense model's outputs: also corrects the drift of earlier blocks; runs a copy of
-    the dense model beside). ``weighting="relative"`` makes the least-squares refits fit each token's
-    error relative to its output norm (see ``reconstruct.observe_fit``). ``compensate_bias`` is the
+    the dense model beside). ``weighting="relative"`` makes the refits (and the bias's mean) weigh each
+    token's error relative to its output norm (see ``reconstruct.observe_fit``). ``compensate_bias`` is the
     older spelling: ``False`` means ``reconstruct="none"``.
 
     ``plan`` removes exactly the units of a plan chosen elsewhere (by any criterion, on a graph of
@@ -166,7 +166,8 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
                 if name not in positions:
                     continue
                 layer_stats = stats[name]
-                if reconstruct.startswith("least_squares"):  # on inputs after the consumers before it were refit
+                if reconstruct.startswith("least_squares") or (reconstruct == "bias" and weighting == "relative"):
+                    # on inputs taken after the consumers before it were refit
                     layer_stats = observe_fit(held, index, block, name, weighting=weighting, dense_held=dense_held,
                                               dense_block=dense_blocks[index] if dense_blocks is not None else None)
                 peak = max(peak, held.held_bytes() + layer_stats.nbytes()
@@ -181,6 +182,8 @@ def prune_structured(model: nn.Module, calibration: Iterable[Any], *, channel_ra
         meta = {**plan.meta, "reconstruct": reconstruct}
     if reconstruct.startswith("least_squares"):
         meta.update(damping=damping, weighting=weighting)
+    elif reconstruct == "bias":
+        meta.update(weighting=weighting)
     applied = PruningPlan(removed, meta)
     pruned, record = apply_plan(work, graph, applied)  # work carries the compensation
     pruned.train(model.training)

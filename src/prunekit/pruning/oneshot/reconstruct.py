@@ -7,7 +7,7 @@ For ``y = W x + b`` whose inputs ``r`` are removed (their columns zeroed, later 
 - ``"bias"``: their mean contribution ``W_r E[x_r]`` is folded into the bias (FLAP's bias
   compensation); exact for units that are constant over the calibration tokens. On BERT-like
   encoders it can be a disaster: a removed FFN channel that fires massively on one token ([CLS] in
-  MiniLM's first layer, 50x the median contribution) moves every token by its mean.
+  MiniLM's first layer, almost 60x the median contribution) moves every token by its mean.
 - ``"least_squares"``: the kept columns and the bias are refit to the old outputs on the
   calibration inputs, ``min ||W x + b - W'_k x_k - b'||^2``, whose solution is
   ``W'_k = W_k + W_r H_rk H_kk^-1`` with ``H`` the uncentered second moment of ``[x; 1]`` (Kwon et
@@ -105,7 +105,7 @@ def observe_fit(held, index: int, block: nn.Module, name: str, *, weighting: str
     given), summing consumer ``name``'s inputs on the real tokens. ``weighting="relative"`` weights each
     token by ``1 / ||y||^2``, ``y`` the consumer's output before the refit (the dense one's when paired):
     the refit then fits relative errors, so a few tokens with massive outputs (BERT's [CLS] in an early
-    FFN: 50x the median) cannot pull every other token towards their removed contribution."""
+    FFN: almost 60x the median) cannot pull every other token towards their removed contribution."""
     layer = block.get_submodule(name)
     dense_layer = dense_block.get_submodule(name) if dense_block is not None else None
     seen: dict[str, torch.Tensor] = {}

@@ -50,6 +50,13 @@ CONFIGS = {  # name -> (kind, kwargs)
     "wanda-sp FFN 30%": ("structured", {"channel_ratio": 0.3, "score": "wanda"}),
     "magnitude-sp FFN 30% + heads 25%": ("structured", {"channel_ratio": 0.3, "head_ratio": 0.25, "score": "magnitude"}),
     "wanda-sp FFN 30% + heads 25%": ("structured", {"channel_ratio": 0.3, "head_ratio": 0.25, "score": "wanda"}),
+    # the consumers (down_proj, o_proj) refit by least squares on the calibration tokens (reconstruct.py)
+    "wanda-sp FFN 30% + LS": ("structured", {"channel_ratio": 0.3, "score": "wanda", "reconstruct": "least_squares"}),
+    "wanda-sp FFN 30% + heads 25% + LS": ("structured", {"channel_ratio": 0.3, "head_ratio": 0.25, "score": "wanda",
+                                                         "reconstruct": "least_squares"}),
+    "wanda-sp FFN 50% + heads 50%": ("structured", {"channel_ratio": 0.5, "head_ratio": 0.5, "score": "wanda"}),
+    "wanda-sp FFN 50% + heads 50% + LS": ("structured", {"channel_ratio": 0.5, "head_ratio": 0.5, "score": "wanda",
+                                                         "reconstruct": "least_squares"}),
 }
 
 

@@ -18,6 +18,10 @@ Distillation: ``prunekit.training.finetune`` with the dense model as teacher (co
 on the sentence embedding) plus layer-wise hidden-state matching (``--layerwise``), AdamW with
 ``--warmup`` then cosine decay. ``--train-samples-per-text`` distils on more sentences of the
 train documents while the held-out (val/test) sentences stay those of ``--samples-per-text``.
+``--reconstruct least_squares`` refits the consumers of the removed heads and FFN channels (attention
+output and FFN output projections, kept columns and bias) by least squares on the calibration
+sentences right after the cut, block by block; ``--criterion wanda-sp`` ranks units by
+prunekit.pruning.oneshot.prune_structured's aggregated Wanda score.
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/minilm.py --epochs 3
 
@@ -68,8 +72,23 @@ def prune_by_sensitivity(model, bundle, *, criterion: str, seed: int):
     return outcome.model
 
 
-def prune(model, example, calib, *, cut: dict[str, int], criterion: str, batches: int):
-    """Remove the ``cut[unit]`` lowest-scored heads and/or FFN channels of every layer."""
+def prune(model, example, calib, *, cut: dict[str, int], criterion: str, batches: int, reconstruct: str = "none",
+          damping: float = 0.01, weighting: str = "uniform"):
+    """Remove the ``cut[unit]`` lowest-scored heads and/or FFN channels of every layer.
+
+    ``reconstruct`` other than "none": the plan is applied block by block by
+    ``prunekit.pruning.oneshot.reconstruct_plan``, the consumers of the removed units refitting
+    their bias ("bias") or kept columns and bias ("least_squares") on the calibration sentences.
+    ``criterion="wanda-sp"`` ranks by prune_structured's own aggregated Wanda score instead.
+    """
+    from prunekit.pruning.oneshot import prune_structured, reconstruct_plan
+
+    calibration = [inputs for k, (inputs, _) in enumerate(calib) if k < batches]
+    if criterion == "wanda-sp":
+        sizes = {"head": 12, "channel": 1536}
+        ratios = {f"{u}_ratio": (cut.get(u, 0) + 0.5) / sizes[u] for u in sizes}
+        return prune_structured(model, calibration, example_inputs=example, reconstruct=reconstruct,
+                                damping=damping, weighting=weighting, **ratios)[0]
     graph = build_graph(model, example)
     crit = make_criterion(criterion)
     ctx = collect(model, calib, needs=crit.requires, loss_fn=calibration_loss("embedding"), batches=batches)
@@ -81,6 +100,9 @@ def prune(model, example, calib, *, cut: dict[str, int], criterion: str, batches
     for g in groups:
         order = torch.argsort(scores[g.id])  # lowest first
         removed[g.id] = tuple(sorted(int(i) for i in order[: cut[g.unit]]))
+    if reconstruct != "none":
+        return reconstruct_plan(model, PruningPlan(removed), calibration, reconstruct=reconstruct, damping=damping,
+                                weighting=weighting, example_inputs=example)[0]
     return apply_plan(model, graph, PruningPlan(removed))[0]
 
 
@@ -136,7 +158,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="distillation epochs over the train documents")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--warmup", type=float, default=0.0, help="fraction of the distillation steps warming up")
-    parser.add_argument("--criterion", default="taylor")
+    parser.add_argument("--criterion", default="taylor", help="an importance criterion, or wanda-sp (prune_structured's score)")
+    parser.add_argument("--reconstruct", default="none", choices=["none", "bias", "least_squares", "least_squares_dense"],
+                        help="consumers of the removed units refit on the calibration sentences (prunekit.pruning.oneshot)")
+    parser.add_argument("--damping", type=float, default=0.01, help="least-squares damping (fraction of the mean diagonal)")
+    parser.add_argument("--weighting", default="uniform", choices=["uniform", "relative"],
+                        help="least-squares token weights: relative fits errors relative to each token's output norm")
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--layerwise", action="store_true", help="also match every layer's hidden states")
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -164,7 +191,8 @@ def main() -> None:
                                               collate_fn=probe_texts.collate_fn)
     example = {"input_ids": torch.full((1, 32), 1000, dtype=torch.long), "attention_mask": torch.ones(1, 32, dtype=torch.long)}
     print(f"Brown: {len(bundle.train.dataset)} train / {len(bundle.val.dataset)} val / {len(bundle.test.dataset)} test "
-          f"sentences (split by document), max {args.max_length} tokens; criterion {args.criterion}; "
+          f"sentences (split by document), max {args.max_length} tokens; criterion {args.criterion}"
+          f"{f' + {args.reconstruct} reconstruction' if args.reconstruct != 'none' else ''}; "
           f"distillation {args.epochs} epochs ({args.epochs * len(bundle.train)} steps) lr {args.lr}"
           f"{f' (warm-up {args.warmup:.0%})' if args.warmup else ''}"
           f"{' + layer-wise hidden states' if args.layerwise else ''}", flush=True)
@@ -186,7 +214,8 @@ def main() -> None:
             pruned = prune_by_sensitivity(dense, bundle, criterion=args.criterion, seed=args.seed)
         else:
             pruned = prune(dense, bundle.example_input, bundle.calib, cut=VARIANTS[name], criterion=args.criterion,
-                           batches=args.calib_batches)
+                           batches=args.calib_batches, reconstruct=args.reconstruct, damping=args.damping,
+                        weighting=args.weighting)
         rows[f"{name}, cut"] = measure(pruned, bundle, dense_test, probe_train, example)
         print(line(f"{name}, cut") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
         student = copy.deepcopy(pruned).train()

@@ -10,6 +10,9 @@ then cosine decay (prunekit.training's scheduler), batch 32, at most 64 tokens.
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/minilm_curve.py \\
         --cut FFN-heavy --criterion output_sensitivity --steps 600 --lr 5e-4 --warmup 0.06
+
+``--reconstruct least_squares`` refits the consumers of the removed heads and channels on the 256
+calibration sentences right after the cut (``prunekit.pruning.oneshot.reconstruct_plan``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ from prunekit.training.objectives import cosine_distance  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cut", default="FFN-heavy", choices=[v for v in VARIANTS])
-    parser.add_argument("--criterion", default="taylor")
+    parser.add_argument("--criterion", default="taylor", help="an importance criterion, or wanda-sp (prune_structured's score)")
+    parser.add_argument("--reconstruct", default="none", choices=["none", "bias", "least_squares", "least_squares_dense"],
+                        help="consumers of the removed units refit on the calibration sentences (prunekit.pruning.oneshot)")
+    parser.add_argument("--damping", type=float, default=0.01, help="least-squares damping (fraction of the mean diagonal)")
+    parser.add_argument("--weighting", default="uniform", choices=["uniform", "relative"],
+                        help="least-squares token weights: relative fits errors relative to each token's output norm")
     parser.add_argument("--train-samples-per-text", type=int, default=10000, help="sentences of each train document")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -62,9 +70,11 @@ def main() -> None:
     if args.cut == "sensitivity":
         student = prune_by_sensitivity(dense, held, criterion=args.criterion, seed=0)
     else:
-        student = prune(dense, held.example_input, held.calib, cut=VARIANTS[args.cut], criterion=args.criterion, batches=8)
+        student = prune(dense, held.example_input, held.calib, cut=VARIANTS[args.cut], criterion=args.criterion, batches=8,
+                        reconstruct=args.reconstruct, damping=args.damping,
+                        weighting=args.weighting)
     cut = fidelity(student)
-    print(f"{args.cut} ({args.criterion}) cut: cosine {cut['cosine_mean']:.4f} p5 {cut['cosine_p5']:.4f}", flush=True)
+    print(f"{args.cut} ({args.criterion}, reconstruct {args.reconstruct}) cut: cosine {cut['cosine_mean']:.4f} p5 {cut['cosine_p5']:.4f}", flush=True)
     student.train()
     dense.eval()
     example = next(iter(held.calib))[0]

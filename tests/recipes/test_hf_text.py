@@ -127,6 +127,33 @@ def test_embedding_recipe_end_to_end(checkpoint, tmp_path):
     assert 0.5 < q.float_accuracy <= 1.0 and abs(q.float_accuracy - q.int8_accuracy) < 0.05
 
 
+def test_embedding_recipe_refits_the_cut_by_least_squares(checkpoint, tmp_path):
+    """pruning.reconstruct applies the criterion's plan block by block with the refit: the same
+    units go (same MACs), and the kept weights differ from plain surgery's."""
+    from prunekit.recipes.runner import run_recipe
+
+    texts = write_lines(tmp_path / "texts", 80, labelled=True)
+    reports = {}
+    for mode in ("none", "least_squares"):
+        recipe = _recipe(checkpoint, texts, tmp_path / mode, "embedding")
+        recipe.recovery = recipe.recovery.model_copy(update={"epochs": 0})
+        recipe.pruning = recipe.pruning.model_copy(update={"reconstruct": mode, "reconstruct_weighting": "relative"})
+        reports[mode] = run_recipe(recipe)
+    plain, refit = reports["none"].compressed, reports["least_squares"].compressed
+    assert refit.macs == plain.macs < reports["none"].dense.macs
+    assert refit.task_metrics["cosine_mean"] != plain.task_metrics["cosine_mean"]
+    assert 0.5 < refit.task_metrics["cosine_mean"] <= 1.0
+
+
+def test_reconstruct_needs_a_structured_cut_by_criterion(checkpoint, tmp_path):
+    from prunekit.recipes.loader import recipe_from_dict
+
+    with pytest.raises(RecipeError, match="reconstruct: least_squares refits after a structured cut .* granularity "
+                                          "unstructured"):
+        recipe_from_dict({"name": "x", "model": {"builtin": "mlp"}, "data": {"builtin": "digits"},
+                          "pruning": {"granularity": "unstructured", "reconstruct": "least_squares"}})
+
+
 def test_causal_lm_recipe_reports_perplexity(tmp_path):
     from prunekit.recipes.runner import run_recipe
 

@@ -86,8 +86,21 @@ def _structured_step(model: nn.Module, spec: PruningSpec, example: Any, bundle: 
     pruner.fit(model, example, bundle.calib)
     if world_size() > 1:  # decided once on rank 0, applied identically on every rank
         pruner.plan_ = broadcast_object(pruner.plan_ if rank() == 0 else None)
+    if spec.reconstruct != "none":
+        return (*_reconstructed(model, pruner.plan_, spec, example, bundle), pruner)
     pruned = pruner.transform(model)
     return pruned, pruner.record_, pruner
+
+
+def _reconstructed(model: nn.Module, plan: Any, spec: PruningSpec, example: Any, bundle: DataBundle):
+    """``plan`` applied block by block, the consumers of the removed heads and channels refit on the
+    calibration batches (``pruning.reconstruct``); ``(pruned, record)``."""
+    from prunekit.pruning.oneshot import reconstruct_plan
+
+    batches = [batch[0] if isinstance(batch, (tuple, list)) else batch for batch in bundle.calib]
+    pruned, result = reconstruct_plan(model, plan, batches, reconstruct=spec.reconstruct,
+                                      weighting=spec.reconstruct_weighting, example_inputs=example)
+    return pruned, result.record
 
 
 def _graph(model: nn.Module, example: Any):

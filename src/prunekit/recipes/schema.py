@@ -246,6 +246,10 @@ class PruningSpec(_Section):
     vocabulary: Literal["keep", "corpus"] = "keep"  # model.hf encoders: keep only the token rows the train text uses
     sparsity_training: SparsityTrainingSpec = Field(default_factory=SparsityTrainingSpec)
     allow_no_op: bool = False  # true: a cut that removes nothing is a warning, not an error
+    # transformers: the consumers of the removed heads / FFN channels refit on the calibration batches, block by
+    # block (prunekit.pruning.oneshot.reconstruct_plan); relative weighting keeps massive tokens from dominating
+    reconstruct: Literal["none", "bias", "least_squares", "least_squares_dense"] = "none"
+    reconstruct_weighting: Literal["uniform", "relative"] = "uniform"
 
     @model_validator(mode="after")
     def _nm_fits_granularity(self) -> PruningSpec:
@@ -266,6 +270,10 @@ class PruningSpec(_Section):
                 "prunekit_allocation", "allocation: sensitivity needs granularity: structured, schedule kind: "
                 f"oneshot and target metric macs or params, got {self.granularity}, {self.schedule.kind}, "
                 f"{self.target.metric}")
+        if self.reconstruct != "none" and (self.granularity != "structured" or self.allocation != "criterion"):
+            raise PydanticCustomError(
+                "prunekit_reconstruct", f"reconstruct: {self.reconstruct} refits after a structured cut chosen by "
+                f"'criterion'; got granularity {self.granularity}, allocation {self.allocation}")
         return self
 
 

@@ -382,7 +382,7 @@ def _partial(runs: list[dict]) -> str:
 
 def tables(results: dict[str, dict[str, dict]], names: list[str]) -> str:
     """Two markdown tables over ``results[case][seed]``: correlations with the oracles, one-shot accuracy."""
-    order = ["digits CNN", "ResNet-8 Fashion-MNIST", "transformer Brown genre"]
+    order = ["digits CNN", "ResNet-8 Fashion-MNIST", "transformer Brown genre group", "transformer Brown genre"]
     cases = sorted(results, key=lambda c: order.index(c) if c in order else len(order))
     rows = names + list(ESTIMATES) + [ORACLE_ROW]
     seeds = sorted({s for c in cases for s in results[c]})
@@ -412,20 +412,26 @@ def tables(results: dict[str, dict[str, dict]], names: list[str]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells)
                      + f" | {np.mean(means):+.2f}{of} | {np.mean(means_sq):+.2f}{of} |" if means
                      else f"| {name} | " + " | ".join(cells) + " | - | - |")
-    lines += ["", "| criterion | " + " | ".join(f"{c}: 50% / 70% / global 50%" for c in cases) + " | mean one-shot |",
-              "|---" * (len(cases) + 2) + "|", "| dense accuracy | " + per_case("dense", ".3f") + " | |"]
+    lines += ["", "| criterion | " + " | ".join(f"{c}: 50% / 70% / global 50%" for c in cases)
+              + " | mean one-shot | cells above random |",
+              "|---" * (len(cases) + 3) + "|", "| dense accuracy | " + per_case("dense", ".3f") + " | | |"]
+    chance = {(c, k): np.mean([r[k] for r in _runs(results, c, "random")]) for c in cases for k in SHOTS
+              if _runs(results, c, "random")}
     for name in rows:
-        cells, shots, complete = [], [], True
+        cells, shots, complete, above = [], [], True, []
         for c in cases:
             runs = _runs(results, c, name)
             if not runs:
                 complete = False
                 cells.append("n/a" if any("error" in r["criteria"].get(name, {}) for r in results[c].values()) else "-")
                 continue
-            shots += [np.mean([r[k] for r in runs]) for k in SHOTS]
+            means = {k: np.mean([r[k] for r in runs]) for k in SHOTS}
+            shots += list(means.values())
+            above += [means[k] > chance[(c, k)] for k in SHOTS if (c, k) in chance]
             cells.append(" / ".join(_stat([r[k] for r in runs], ".3f") for k in SHOTS) + _partial(runs))
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean(shots):.3f} |" if complete
-                     else f"| {name} | " + " | ".join(cells) + " | - |")
+        count = "" if name == "random" or not above else f"{sum(above)} of {len(above)}"
+        lines.append(f"| {name} | " + " | ".join(cells) + (f" | {np.mean(shots):.3f} |" if complete else " | - |")
+                     + f" {count} |")
     return "\n".join(lines)
 
 

@@ -114,3 +114,18 @@ def test_latency_target_is_timed_at_the_reports_thread_count(monkeypatch):
     run_structured(dense, spec, bundle.example_input, bundle, seed=0, recover=lambda m: None,
                    evaluate=lambda m: {"loss": 0.0, "accuracy": 0.0}, latency_threads=3)
     assert len(seen) >= 2 and set(seen) == {3}
+
+
+def test_reconstruct_on_a_model_without_transformer_blocks_names_the_field_and_the_fix():
+    """The refit runs block by block; a CNN has no blocks, and the recipe says which field to change."""
+    from prunekit.data import digits
+    from prunekit.errors import UnsupportedLayerError
+    from prunekit.models import DigitsCNN
+
+    torch.manual_seed(0)
+    model, bundle = DigitsCNN().eval(), digits(seed=0)
+    spec = PruningSpec(criterion="l2", reconstruct="least_squares")
+    with pytest.raises(UnsupportedLayerError, match=r"^pruning.reconstruct: least_squares cannot be applied: .*"
+                                                    r"DigitsCNN.*set pruning.reconstruct: none for this model$"):
+        run_structured(model, spec, bundle.example_input, bundle, seed=0, recover=lambda m: None,
+                       evaluate=lambda m: {"loss": 0.0})

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from prunekit.data import DataBundle
-from prunekit.errors import PrunekitWarning
+from prunekit.errors import InvalidParameterError, PrunekitWarning, UnsupportedLayerError
 from prunekit.evaluation.complexity import count_macs, count_params
 from prunekit.pruning.surgery import SurgeryRecord
 from prunekit.recipes.schema import PruningSpec
@@ -98,8 +98,12 @@ def _reconstructed(model: nn.Module, plan: Any, spec: PruningSpec, example: Any,
     from prunekit.pruning.oneshot import reconstruct_plan
 
     batches = [batch[0] if isinstance(batch, (tuple, list)) else batch for batch in bundle.calib]
-    pruned, result = reconstruct_plan(model, plan, batches, reconstruct=spec.reconstruct,
-                                      weighting=spec.reconstruct_weighting, example_inputs=example)
+    try:
+        pruned, result = reconstruct_plan(model, plan, batches, reconstruct=spec.reconstruct,
+                                          weighting=spec.reconstruct_weighting, example_inputs=example)
+    except (InvalidParameterError, UnsupportedLayerError) as err:  # e.g. a CNN: no transformer blocks to refit
+        raise type(err)(f"pruning.reconstruct: {spec.reconstruct} cannot be applied: {err}; "
+                        "set pruning.reconstruct: none for this model") from err
     return pruned, result.record
 
 

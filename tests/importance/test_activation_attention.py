@@ -172,3 +172,11 @@ def test_head_importance_on_torch_multihead_attention(make_slot):
     loss = nn.functional.cross_entropy(out.transpose(0, 1).mean(1), y, reduction="sum")
     (expected,) = torch.autograd.grad(loss, gate)  # sum over samples of each sample's mask gradient
     np.testing.assert_allclose(HeadImportance()(group, ctx).numpy(), expected.abs().numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_apoz_warns_that_it_ranked_below_random_and_names_the_alternative():
+    from prunekit.errors import PrunekitWarning
+    from prunekit.importance import make_criterion
+
+    with pytest.warns(PrunekitWarning, match=r"'apoz' ranked units below random one-shot .* prefer 'output_sensitivity'"):
+        make_criterion("apoz")

@@ -13,15 +13,19 @@ any group whose consumed value is ever negative: no ReLU-family nonlinearity mak
 (a LayerNorm output, GELU, attention heads, a raw producer output), so "the percentage of
 zeros" would be the percentage of negative values, a property of the offset and not of how much
 the unit is used. Scoring such groups anyway gave a transformer's groups a mean Spearman of +0.02
-with the single-unit oracle in ``docs/criteria.md``. ``activation`` (mean ``|a|``) means the same
+with the single-unit oracle in ``docs/criteria.md``. Where it is defined it is still weak there
+(below random one-shot in every cell it scores), so constructing it warns. ``activation`` (mean ``|a|``) means the same
 thing everywhere and stays available there, as does ``output_sensitivity``.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from prunekit.dependency.groups import ChannelGroup
+from prunekit.errors import PrunekitWarning
 from prunekit.importance.base import CRITERIA, ActivationStats, ScoreContext, UnscorableGroupError
 
 
@@ -52,6 +56,14 @@ class APoZ(_ActivationCriterion):
     """Importance ``1 - APoZ``: units that are rarely positive where consumed matter little."""
 
     name = "apoz"
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        # measured, not assumed: docs/criteria.md (benchmarks/criteria_oracle.py, three seeds)
+        warnings.warn("criterion 'apoz' ranked units below random one-shot in all 6 cells it could score in "
+                      "docs/criteria.md (Spearman +0.09 with the cost of removing a unit, l2 +0.47); it is kept "
+                      "for comparison: prefer 'output_sensitivity' (the default) or 'l2'", PrunekitWarning,
+                      stacklevel=2)
 
     def __call__(self, group: ChannelGroup, ctx: ScoreContext) -> torch.Tensor:
         scores = super().__call__(group, ctx)

@@ -13,6 +13,12 @@ then cosine decay (prunekit.training's scheduler), batch 32, at most 64 tokens.
 
 ``--reconstruct least_squares`` refits the consumers of the removed heads and channels on the 256
 calibration sentences right after the cut (``prunekit.pruning.oneshot.reconstruct_plan``).
+
+``--stages K`` reaches the same per-layer counts gradually: cut ``k`` (k = 1..K) brings each layer
+to ``round(count * k / K)`` removed units, ranked on the current (cut and distilled) student, and
+``--stage-steps`` says which fraction of the steps is distilled after each cut. Each cut gets a
+fresh AdamW and fresh feature hooks (the shapes changed); the warm-up + cosine schedule is one
+schedule over all steps.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ calibration sentences right after the cut (``prunekit.pruning.oneshot.reconstruc
 to ``round(count * k / K)`` removed units, ranked on the current (cut and distilled) student, and
 ``--stage-steps`` says which fraction of the steps is distilled after each cut. Each cut gets a
 fresh AdamW and fresh feature hooks (the shapes changed); the warm-up + cosine schedule is one
-schedule over all steps.
+schedule over all steps. ``--fade N`` instead ranks once on the dense model and scales the planned
+units' outputs from 1 to 0 over the first N steps before removing them (no shock at the removal).
 """
 
 from __future__ import annotations

@@ -89,6 +89,15 @@ def prune(model, example, calib, *, cut: dict[str, int], criterion: str, batches
         ratios = {f"{u}_ratio": (cut.get(u, 0) + 0.5) / sizes[u] for u in sizes}
         return prune_structured(model, calibration, example_inputs=example, reconstruct=reconstruct,
                                 damping=damping, weighting=weighting, **ratios)[0]
+    graph, removed = rank_units(model, example, calib, cut=cut, criterion=criterion, batches=batches)
+    if reconstruct != "none":
+        return reconstruct_plan(model, PruningPlan(removed), calibration, reconstruct=reconstruct, damping=damping,
+                                weighting=weighting, example_inputs=example)[0]
+    return apply_plan(model, graph, PruningPlan(removed))[0]
+
+
+def rank_units(model, example, calib, *, cut: dict[str, int], criterion: str, batches: int):
+    """``(graph, removed)``: the ``cut[unit]`` lowest-scored units of every layer's head / FFN group."""
     graph = build_graph(model, example)
     crit = make_criterion(criterion)
     ctx = collect(model, calib, needs=crit.requires, loss_fn=calibration_loss("embedding"), batches=batches)
@@ -100,10 +109,7 @@ def prune(model, example, calib, *, cut: dict[str, int], criterion: str, batches
     for g in groups:
         order = torch.argsort(scores[g.id])  # lowest first
         removed[g.id] = tuple(sorted(int(i) for i in order[: cut[g.unit]]))
-    if reconstruct != "none":
-        return reconstruct_plan(model, PruningPlan(removed), calibration, reconstruct=reconstruct, damping=damping,
-                                weighting=weighting, example_inputs=example)[0]
-    return apply_plan(model, graph, PruningPlan(removed))[0]
+    return graph, removed
 
 
 def measure(model, bundle, dense_test, probe_train_idx, example) -> dict[str, float]:

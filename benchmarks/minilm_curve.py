@@ -61,6 +61,7 @@ from prunekit.recipes.text_stage import layerwise_pairs  # noqa: E402
 from prunekit.training._batch import call_model  # noqa: E402
 from prunekit.training._setup import _warmup_then  # noqa: E402
 from prunekit.training.distill import FeatureMatcher  # noqa: E402
+from prunekit.training.dropout import set_dropout  # noqa: E402
 from prunekit.training.objectives import cosine_distance  # noqa: E402
 from prunekit.training.teacher_cache import TeacherCache, capture_outputs, masked_feature_mse  # noqa: E402
 
@@ -332,13 +333,6 @@ def seen_sentences(train, count: int, among: int):  # noqa: ANN001, ANN201
     subset = TokenizedText([data.ids[i] for i in picked], [data.targets[i] for i in picked])
     sampler = BucketBatchSampler([len(x) for x in subset.ids], train.batch_sampler.batch_size, shuffle=False)
     return DataLoader(subset, batch_sampler=sampler, collate_fn=train.collate_fn)
-
-
-def set_dropout(model: torch.nn.Module, rate: float) -> None:
-    """Every ``nn.Dropout`` of ``model`` at ``rate`` (BERT's attention reads its dropout module's ``p`` too)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = rate
 
 
 def encoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

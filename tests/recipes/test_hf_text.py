@@ -306,3 +306,27 @@ def test_embedding_recipe_with_frozen_vocabulary_keeps_the_table(checkpoint, tmp
             safe_open(str(tmp_path / "out" / "compressed" / "model.safetensors"), "pt") as compressed:
         dense_table = dense.get_tensor(next(k for k in dense.keys() if k.endswith("word_embeddings.weight")))
         torch.testing.assert_close(compressed.get_tensor(table), dense_table, rtol=0, atol=0)
+
+
+def test_dropout_zero_reaches_bert_attention(checkpoint):
+    """BERT's attention takes its rate from its dropout module: at 0, train mode equals eval mode."""
+    from prunekit.models.hf import load_hf
+    from prunekit.training.dropout import dropout_at
+
+    model, _ = load_hf(str(checkpoint), "embedding")
+    ids = torch.randint(5, 149, (4, 12))
+    with torch.no_grad():
+        reference = model.eval()(ids)
+        model.train()
+        torch.manual_seed(0)
+        assert not torch.allclose(model(ids), reference)
+        with dropout_at(model, 0.0):
+            torch.testing.assert_close(model(ids), reference, rtol=1e-6, atol=1e-6)
+
+
+def test_recovery_dropout_must_be_a_rate():
+    from prunekit.recipes.loader import recipe_from_dict
+
+    with pytest.raises(RecipeError, match=r"recovery.dropout"):
+        recipe_from_dict({"name": "x", "model": {"builtin": "mlp"}, "data": {"builtin": "digits"},
+                          "recovery": {"epochs": 1, "dropout": 1.0}})

@@ -352,6 +352,8 @@ class _Run:
                 how += " and every layer's hidden states (MSE)"
             if rec.freeze_embeddings:
                 how += ", vocabulary table frozen"
+            if rec.dropout is not None:
+                how += f", dropout {rec.dropout:g}"
             self.stage(f"recovering: fine-tuning {rec.epochs} epochs{how}")
             config = self.finetune_config(epochs=rec.epochs, lr=rec.lr, optimizer=rec.optimizer, name="recovery",
                                           weight_decay=rec.weight_decay, scheduler=rec.scheduler, warmup=rec.warmup,
@@ -362,12 +364,14 @@ class _Run:
                 from prunekit.recipes.text_stage import layerwise_pairs
 
                 layers = layerwise_pairs(model) or None
+            from prunekit.training.dropout import dropout_at
+
             frozen = nullcontext()
             if rec.freeze_embeddings:
                 from prunekit.recipes.text_stage import frozen_input_embeddings
 
                 frozen = frozen_input_embeddings(model)
-            with frozen:
+            with frozen, dropout_at(model, rec.dropout):
                 self.metered("recovery fine-tune" + (" (with teacher forward passes)" if teacher is not None else ""),
                              "compressed", rec.epochs, lambda: finetune(
                                  model, self.bundle.train, self.bundle.val, config=config, task=self.bundle.task,

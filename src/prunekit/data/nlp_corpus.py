@@ -1,7 +1,8 @@
-"""100,000 varied English sentences from the npm package ``nlp-corpus`` (MIT), for distillation text.
+"""Varied English sentences from the npm package ``nlp-corpus`` (MIT; 94,421 distinct ones of at
+least 5 words), for distillation text.
 
-Distilling a pruned text encoder on one corpus's sentences stops improving once the student has
-seen them many times (Brown's ~34k training sentences, docs/text.md). This package adds sentences
+A pruned text encoder distilled on one corpus's sentences fits the sentences it has seen better
+than held-out ones (Brown's ~34k training sentences, docs/text.md). This package adds sentences
 from other registers: fiction, film reviews, speeches, forum posts, legal text, dialogue, lyrics,
 quiz questions. It holds no labels; it is unlabelled text for objectives that need only a teacher.
 Some of it is informal or offensive: it is model input for matching a teacher, never shown as output.
